@@ -1,0 +1,3 @@
+"""kws: a fast, faithful command-line trainer for keyword spotting."""
+
+__version__ = "0.1.0"

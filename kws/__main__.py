@@ -1,0 +1,3 @@
+from kws.cli import main
+
+main()

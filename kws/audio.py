@@ -1,0 +1,58 @@
+"""Audio constants and wav I/O. Everything in kws is 16 kHz mono; the constants are defined once, here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kws.errors import DataError
+from kws.files import atomic_path
+
+SAMPLE_RATE = 16_000  # Hz
+CLIP_S = 1.0  # seconds: a Speech Commands clip is at most this long
+CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_S)
+INT16_SCALE = 32768.0  # int16 full scale, to turn PCM into floats in [-1, 1)
+
+
+def wav_frames(path: Path) -> int:
+    """Number of samples of a 16 kHz mono wav, read from its header (no decoding)."""
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise DataError(f"cannot read wav file {path}: {exc}; replace or remove the file") from None
+    if info.samplerate != SAMPLE_RATE:
+        raise DataError(
+            f"{path} has a sample rate of {info.samplerate} Hz, expected {SAMPLE_RATE} Hz; "
+            f"resample it (e.g. `sox in.wav -r {SAMPLE_RATE} out.wav`) or remove it"
+        )
+    if info.channels != 1:
+        raise DataError(f"{path} has {info.channels} channels, expected mono; convert or remove it")
+    return int(info.frames)
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """Decode a 16 kHz mono wav into int16 samples `(samples,)`."""
+    try:
+        data, rate = sf.read(str(path), dtype="int16", always_2d=False)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise DataError(f"cannot read wav file {path}: {exc}; replace or remove the file") from None
+    if rate != SAMPLE_RATE:
+        raise DataError(f"{path} has a sample rate of {rate} Hz, expected {SAMPLE_RATE} Hz; resample or remove it")
+    if data.ndim != 1:
+        raise DataError(f"{path} has {data.shape[1]} channels, expected mono; convert or remove it")
+    return np.asarray(data, dtype=np.int16)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    """Write int16 samples `(samples,)` as 16-bit PCM, atomically (temporary name, then rename)."""
+    if samples.dtype != np.int16:
+        raise ValueError(f"write_wav expects int16 samples, got {samples.dtype}")
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+
+
+def float_to_int16(audio: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] -> int16 PCM, clipped."""
+    return np.clip(np.round(audio * INT16_SCALE), -32768, 32767).astype(np.int16)
