@@ -39,7 +39,9 @@ def read_wav(path: Path) -> np.ndarray:
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise DataError(f"cannot read wav file {path}: {exc}; replace or remove the file") from None
     if rate != SAMPLE_RATE:
-        raise DataError(f"{path} has a sample rate of {rate} Hz, expected {SAMPLE_RATE} Hz; resample or remove it")
+        raise DataError(
+            f"{path} has a sample rate of {rate} Hz, expected {SAMPLE_RATE} Hz; resample or remove it"
+        )
     if data.ndim != 1:
         raise DataError(f"{path} has {data.shape[1]} channels, expected mono; convert or remove it")
     return np.asarray(data, dtype=np.int16)

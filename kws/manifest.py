@@ -18,7 +18,8 @@ class Entry:
     label: str
 
     def to_json(self) -> str:
-        return json.dumps({"audio_filepath": self.audio_filepath, "duration": self.duration, "command": self.label})
+        obj = {"audio_filepath": self.audio_filepath, "duration": self.duration, "command": self.label}
+        return json.dumps(obj)
 
 
 def read_manifest(path: Path) -> list[Entry]:
