@@ -1,0 +1,120 @@
+"""Novograd: two steps against a hand computation of the recipe's formula, validation, state, and descent."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from kws.config import OptimConfig
+from kws.novograd import Novograd, build_optimizer
+
+
+def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def test_two_steps_match_the_formula() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    lr, (b1, b2), eps, wd = 0.05, (0.95, 0.5), 1e-8, 0.001
+    opt = Novograd(model.parameters(), lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+
+    # the hand computation, per tensor, in float64
+    params = {name: p.detach().double().clone() for name, p in model.named_parameters()}
+    m = {name: torch.zeros_like(p) for name, p in params.items()}
+    v: dict[str, torch.Tensor] = {}
+    for step in range(2):
+        opt.zero_grad()
+        loss_of(model, x, y).backward()
+        grads = {name: p.grad.double() for name, p in model.named_parameters()}
+        opt.step()
+        for name, p in params.items():
+            g = grads[name]
+            n = (g * g).sum()
+            v[name] = n if step == 0 else b2 * v[name] + (1 - b2) * n  # first step: v = ||g||^2
+            g = g / (v[name].sqrt() + eps) + wd * p  # weight decay on the bias too
+            m[name] = b1 * m[name] + g
+            params[name] = p - lr * m[name]
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.detach().double(), params[name], atol=1e-6, rtol=0)
+            assert opt.state[p]["exp_avg_sq"].shape == ()  # one scalar per tensor
+            torch.testing.assert_close(opt.state[p]["exp_avg_sq"].double(), v[name], atol=1e-6, rtol=1e-6)
+
+
+def test_lowers_the_loss_on_a_toy_problem() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 10)
+    y = (x[:, 0] + x[:, 1] > 0).long() + 2 * (x[:, 2] > 0).long()
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = Novograd(model.parameters(), lr=0.05)
+    first = loss_of(model, x, y).item()
+    for _ in range(100):
+        opt.zero_grad()
+        loss_of(model, x, y).backward()
+        opt.step()
+    assert loss_of(model, x, y).item() < 0.3 * first
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [
+        (dict(lr=-0.1), "-0.1"),
+        (dict(eps=-1.0), "-1.0"),
+        (dict(weight_decay=-0.001), "-0.001"),
+        (dict(betas=(1.0, 0.5)), "(1.0, 0.5)"),
+        (dict(betas=(0.9, -0.5)), "(0.9, -0.5)"),
+    ],
+)
+def test_bad_arguments_are_value_errors_quoting_the_value(kwargs: dict, bad: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Novograd(nn.Linear(2, 2).parameters(), **kwargs)
+    assert bad in str(info.value)
+
+
+def test_state_dict_round_trips() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    model = nn.Linear(4, 3)
+    opt = Novograd(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        loss_of(model, x, y).backward()
+        opt.step()
+    twin = copy.deepcopy(model)
+    twin_opt = Novograd(twin.parameters(), lr=0.5)
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert twin_opt.param_groups[0]["lr"] == 0.1
+    for m, o in ((model, opt), (twin, twin_opt)):
+        o.zero_grad()
+        loss_of(m, x, y).backward()
+        o.step()
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_parameters_without_gradients_are_left_alone() -> None:
+    model = nn.Linear(2, 2)
+    frozen = model.bias.detach().clone()
+    opt = Novograd(model.parameters())
+    model(torch.randn(3, 2)).sum().backward()
+    model.bias.grad = None
+    opt.step()
+    assert torch.equal(model.bias.detach(), frozen) and model.bias not in opt.state
+
+
+def test_build_optimizer_uses_the_config() -> None:
+    cfg = OptimConfig(lr=0.01, betas=(0.98, 0.5), weight_decay=0.0, eps=1e-6)
+    opt = build_optimizer(nn.Linear(2, 2).parameters(), cfg)
+    group = opt.param_groups[0]
+    assert (group["lr"], group["betas"], group["weight_decay"], group["eps"]) == (
+        0.01,
+        (0.98, 0.5),
+        0.0,
+        1e-6,
+    )
+    with pytest.raises(ValueError, match="adam"):
+        build_optimizer(nn.Linear(2, 2).parameters(), OptimConfig(name="adam"))
