@@ -1,0 +1,146 @@
+"""Checkpoints that describe themselves: config, labels, weights, optimizer, scheduler, scaler, RNG states and
+the position in the data order, so that evaluation rebuilds the model from the file alone and a resumed run
+continues exactly where it stopped.
+
+Files are written to a temporary name and renamed, and only hold plain containers and tensors, so they load
+with `torch.load(weights_only=True)` (no arbitrary code runs when a checkpoint is opened).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kws import __version__
+from kws.errors import CheckpointError, ConfigError
+from kws.files import atomic_path
+
+if TYPE_CHECKING:
+    from kws.config import Config
+
+REQUIRED_KEYS = ("kws_version", "config", "labels", "model", "step", "epoch")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` (see `kws.train`) to `path` atomically, adding the kws version and git commit."""
+    state = {"kws_version": __version__, "git_commit": git_commit(), **state}
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a kws checkpoint; a missing, damaged or foreign file is a CheckpointError saying which."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; check the path (train writes last.pt, best.pt)"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files: pickle, zip, EOF, runtime errors
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is damaged or not a kws checkpoint ({type(exc).__name__}: "
+            f"{first_line}); use another checkpoint, e.g. best.pt or last.pt"
+        ) from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path} is not a kws checkpoint (expected keys {', '.join(REQUIRED_KEYS)}; found {found})"
+        )
+    return state
+
+
+def git_commit() -> str | None:
+    """The commit of the kws source tree, or None outside a git checkout (best effort)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG, in a form `weights_only` loading accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference, rebuilt from a checkpoint alone."""
+
+    model: nn.Module  # eval mode, on device: (batch, n_mfcc, frames), lengths -> (batch, n_classes)
+    features: nn.Module  # FeatureExtractor in eval mode, on device: (batch, samples), lengths -> features
+    labels: list[str]
+    config: Config
+    checkpoint: Path
+    step: int
+    epoch: int
+
+
+def load_for_inference(path: Path, device: torch.device) -> LoadedModel:
+    """Rebuild model, features, labels and config from `path` (CheckpointError on a bad file)."""
+    from kws.config import config_from_dict
+    from kws.features import FeatureExtractor
+    from kws.model import build_model
+
+    state = load_checkpoint(path, map_location="cpu")
+    try:
+        cfg = config_from_dict(state["config"], source=f"{path} (config)")
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path} holds a config this kws cannot read: {exc}") from None
+    labels = [str(x) for x in state["labels"]]
+    model = build_model(cfg.model, cfg.features.n_mfcc, len(labels))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"the weights in {path} do not fit its model config: {exc}") from None
+    features = FeatureExtractor(cfg.features)
+    return LoadedModel(
+        model=model.to(device).eval(),
+        features=features.to(device).eval(),
+        labels=labels,
+        config=cfg,
+        checkpoint=Path(path),
+        step=int(state["step"]),
+        epoch=int(state["epoch"]),
+    )

@@ -1,0 +1,295 @@
+"""`kws train` end to end on a tiny synthetic dataset: run dir, metrics, checkpoints, resume, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kws.checkpoint import load_for_inference
+from kws.config import load_config
+from kws.errors import CheckpointError, DataError
+from kws.manifest import Entry, read_manifest, write_manifest
+from kws.train import apply_options, train
+from tests.tiny_dataset import CLASSES, make_tiny_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def kws(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "kws", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(
+    data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    work = tmp_path_factory.mktemp("work")
+    run = kws(
+        "train",
+        "--config",
+        SMOKE,
+        "--train-manifest",
+        data["train"],
+        "--val-manifest",
+        data["validation"],
+        "--run-dir",
+        "run",
+        cwd=work,
+    )
+    assert run.returncode == 0, run.stderr
+    return work / "run", run
+
+
+def test_cli_smoke_run_writes_a_complete_run_dir(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    run_dir, proc = smoke_run
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run_dir.glob(".*tmp*")), "temporary files left behind"
+    epochs = records(run_dir, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    steps = records(run_dir, "step")
+    assert steps and all(s["loss"] > 0 and s["lr"] > 0 and s["clips_per_s"] > 0 for s in steps)
+    best = max(e["val"]["validation_manifest"]["accuracy"] for e in epochs)
+    assert best > 0.6, f"validation accuracy {best} should be well above chance (0.25)"
+    assert "best validation accuracy" in proc.stdout and "clips/s" in proc.stdout
+
+
+def test_best_checkpoint_rebuilds_the_model(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]], data: dict[str, Path]
+) -> None:
+    run_dir, _ = smoke_run
+    loaded = load_for_inference(run_dir / "best.pt", torch.device("cpu"))
+    assert loaded.labels == sorted(CLASSES)
+    assert not loaded.model.training and not loaded.features.training
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    for key in (
+        "kws_version",
+        "git_commit",
+        "config",
+        "labels",
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "step",
+        "rng",
+        "data_position",
+        "best_val_accuracy",
+    ):
+        assert key in ckpt, key
+    assert loaded.step == ckpt["step"]
+    # The rebuilt model classifies the validation set as well as training measured it.
+    from kws.packed import load_packed
+
+    packed = load_packed(data["validation"], run_dir / "cache", loaded.labels)
+    audio = torch.from_numpy(packed.audio[packed.index]).float() / 32768
+    lengths = torch.from_numpy(packed.lengths[packed.index])
+    with torch.no_grad():
+        feats, feat_lengths = loaded.features(audio, lengths)
+        pred = loaded.model(feats, feat_lengths).argmax(-1).numpy()
+    accuracy = float((pred == packed.label_ids).mean())
+    assert accuracy == pytest.approx(ckpt["best_val_accuracy"], abs=1e-6)
+
+
+def test_second_run_reuses_the_packed_cache(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]], data: dict[str, Path]
+) -> None:
+    run_dir, first = smoke_run
+    assert "decoded train_manifest.json" in first.stderr
+    audio = next((run_dir / "cache").glob("train_manifest-*/audio.npy"))
+    mtime = audio.stat().st_mtime_ns
+    again = kws(
+        "train",
+        "--config",
+        SMOKE,
+        "--train-manifest",
+        data["train"],
+        "--run-dir",
+        "run2",
+        "--max-steps",
+        "2",
+        "--set",
+        f"data.cache_dir={run_dir / 'cache'}",
+        cwd=run_dir.parent,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "memory-mapped train_manifest.json" in again.stderr and "decoded" not in again.stderr
+    assert audio.stat().st_mtime_ns == mtime
+
+
+def test_a_run_dir_with_another_config_refuses(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]], data: dict[str, Path]
+) -> None:
+    run_dir, _ = smoke_run
+    proc = kws(
+        "train",
+        "--config",
+        SMOKE,
+        "--train-manifest",
+        data["train"],
+        "--run-dir",
+        run_dir,
+        "--epochs",
+        "7",
+        cwd=run_dir.parent,
+    )
+    assert proc.returncode == 1
+    assert "another config" in proc.stderr and "trainer.epochs" in proc.stderr and "--resume" in proc.stderr
+
+
+def smoke_config(data: dict[str, Path], *overrides: str, **options: object):  # noqa: ANN201
+    cfg = load_config(SMOKE, ["trainer.log_every_n_steps=1", *overrides])
+    options = {"train_manifest": data["train"], "val_manifests": [data["validation"]], **options}
+    return apply_options(cfg, **options)  # type: ignore[arg-type]
+
+
+def test_resume_after_interrupt_repeats_a_straight_run_exactly(data: dict[str, Path], tmp_path: Path) -> None:
+    # Validation every 4 steps too: mid-epoch validations must not disturb the training stream.
+    cfg = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", "trainer.val_every_n_steps=4", epochs=2)
+    train(cfg, tmp_path / "straight")
+
+    def interrupt_at_step_8(step: int) -> None:  # mid-epoch: 6 steps an epoch
+        if step == 8:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled at the next step boundary
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", on_step=interrupt_at_step_8)
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["step"] == 8
+    train(cfg, tmp_path / "resumed", resume=True)
+
+    straight, resumed = records(tmp_path / "straight", "step"), records(tmp_path / "resumed", "step")
+    assert [r["step"] for r in resumed] == list(range(1, 13))
+    assert [(r["step"], r["loss"], r["lr"]) for r in resumed] == [
+        (r["step"], r["loss"], r["lr"]) for r in straight
+    ]
+    straight_val, resumed_val = records(tmp_path / "straight", "val"), records(tmp_path / "resumed", "val")
+    assert [r["step"] for r in resumed_val] == [4, 6, 8, 12]
+    assert resumed_val == straight_val
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
+    cfg = smoke_config(data, "data.cache_dir=" + str(tmp_path / "cache"), max_steps=6)
+    train(cfg, tmp_path / "run")
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    # A learning rate far too high drives the weights to infinity: the loss becomes NaN within a few steps.
+    diverging = smoke_config(
+        data, "data.cache_dir=" + str(tmp_path / "cache"), "optim.lr=1.0e+30", max_steps=24
+    )
+    with pytest.raises(Exception, match=r"NaN or infinite at step \d+") as info:
+        train(diverging, tmp_path / "run", resume=True)
+    assert type(info.value).__name__ == "TrainingError"
+    assert (tmp_path / "run" / "last.pt").read_bytes() == good
+
+
+def test_corrupt_last_checkpoint_is_a_clear_error(data: dict[str, Path], tmp_path: Path) -> None:
+    cfg = smoke_config(data, max_steps=2)
+    train(cfg, tmp_path / "run")
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk
+    with pytest.raises(CheckpointError, match="last.pt.*damaged"):
+        train(cfg, tmp_path / "run", resume=True)
+    proc = kws("train", "--run-dir", tmp_path / "run", "--resume", cwd=tmp_path)
+    assert (
+        proc.returncode == 1 and "error: cannot read checkpoint" in proc.stderr and "last.pt" in proc.stderr
+    )
+
+
+def test_missing_manifest_and_missing_clip_are_named(data: dict[str, Path], tmp_path: Path) -> None:
+    proc = kws(
+        "train", "--config", SMOKE, "--train-manifest", tmp_path / "nope.json", "--run-dir", "r", cwd=tmp_path
+    )
+    assert proc.returncode == 1 and "nope.json does not exist" in proc.stderr
+    entries = read_manifest(data["train"])
+    missing = str(tmp_path / "gone" / "clip.wav")
+    broken = tmp_path / "broken.json"
+    write_manifest(broken, [*entries, Entry(missing, 1.0, entries[0].label)])
+    with pytest.raises(DataError, match=f"{missing} listed in .*broken.json does not exist"):
+        train(smoke_config(data, train_manifest=broken), tmp_path / "run")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_cuda_without_a_gpu_is_an_error(data: dict[str, Path], tmp_path: Path) -> None:
+    proc = kws(
+        "train", "--config", SMOKE, "--train-manifest", data["train"], "--device", "cuda", cwd=tmp_path
+    )
+    assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_last_checkpoint_and_exits_130(data: dict[str, Path], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [
+        "train",
+        "--config",
+        SMOKE,
+        "--train-manifest",
+        data["train"],
+        "--run-dir",
+        "run",
+        "--epochs",
+        "200",
+        "--set",
+        "trainer.log_every_n_steps=1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kws", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] >= 3 and state["data_position"]["batch"] == state["step"] % 6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_bf16_run_keeps_the_train_set_on_the_device(data: dict[str, Path], tmp_path: Path) -> None:
+    cfg = smoke_config(data, max_steps=12, device="cuda", precision="bf16")
+    result = train(cfg, tmp_path / "run")
+    assert result.steps == 12 and result.best_val_accuracy is not None
+    loaded = load_for_inference(tmp_path / "run" / "best.pt", torch.device("cuda"))
+    assert next(loaded.model.parameters()).is_cuda
