@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -46,27 +46,44 @@ def _root(
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Option(help="speech_commands (download or local copy) or tts (synthesize).")] = (
+    dataset: Annotated[str, typer.Option(help="speech_commands (download or local copy) or tts.")] = (
         "speech_commands"
     ),
-    data_root: Annotated[Path, typer.Option(help="Folder that receives the dataset and its manifests.")] = Path(
+    data_root: Annotated[Path, typer.Option(help="Folder that receives the dataset and manifests.")] = Path(
         "data"
     ),
     version: Annotated[int, typer.Option("--version", help="Speech Commands version: 1 or 2.")] = 1,
-    classes: Annotated[str, typer.Option(help="all: every word a class; sub: 10 words + unknown + silence.")] = "all",
-    rebalance: Annotated[bool, typer.Option(help="Duplicate train clips until every class is as large as the largest.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for every random choice (unknown, silence, rebalance, synthesis).")] = 0,
-    url: Annotated[Optional[str], typer.Option(help="Download from this URL instead of the official one.")] = None,
-    archive: Annotated[Optional[Path], typer.Option(help="Use this .tar.gz already on disk.")] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 of a non-official archive.")] = None,
+    classes: Annotated[
+        str, typer.Option(help="all: every word a class; sub: 10 words + unknown + silence.")
+    ] = ("all"),
+    rebalance: Annotated[
+        bool, typer.Option(help="Duplicate train clips until all classes are equal.")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed for every random choice (unknown, silence, rebalance, tts).")
+    ] = 0,
+    url: Annotated[
+        str | None, typer.Option(help="Download from this URL instead of the official one.")
+    ] = None,
+    archive: Annotated[Path | None, typer.Option(help="Use this .tar.gz already on disk.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of a non-official archive.")] = None,
     verify: Annotated[bool, typer.Option(help="Verify the archive's SHA-256 before extracting.")] = True,
-    source: Annotated[Optional[Path], typer.Option(help="Use this extracted tree in the Speech Commands layout.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
-    words: Annotated[Optional[str], typer.Option(help="tts: comma-separated keywords (default: the 30 v1 words).")] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Use this extracted Speech Commands tree in place.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel workers (default: all cores).")] = None,
+    words: Annotated[
+        str | None, typer.Option(help="tts: comma-separated keywords (default: 30 v1 words).")
+    ] = None,
     speakers: Annotated[int, typer.Option(help="tts: number of synthetic speakers.")] = 300,
     clips_per_speaker: Annotated[int, typer.Option(help="tts: clips of each word per speaker.")] = 1,
     name: Annotated[str, typer.Option(help="tts: dataset folder name under --data-root.")] = "tts_keywords",
-    exclude: Annotated[Optional[Path], typer.Option(help="File listing clips (one path a line) to leave out.")] = None,
+    style: Annotated[
+        str, typer.Option(help="tts: plain (word alone) or rich (prosody, carrier phrases, ?/! per clip).")
+    ] = "rich",
+    exclude: Annotated[
+        Path | None, typer.Option(help="File listing clips (one path a line) to leave out.")
+    ] = None,
 ) -> None:
     """Download or synthesize a dataset, split it and write train/validation/test manifests."""
     from kws.splits import ManifestOptions, summary_table
@@ -88,6 +105,7 @@ def prepare(
             n_speakers=speakers,
             clips_per_speaker=clips_per_speaker,
             opts=opts,
+            style=style,
         )
     else:
         raise KWSError(f"unknown --dataset {dataset!r}; use speech_commands or tts")
@@ -100,6 +118,146 @@ def prepare(
     from rich.console import Console
 
     Console().print(summary_table(result))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `kws train` (runs/x/best.pt).")],
+    manifests: Annotated[list[Path], typer.Argument(help="One or more manifests to evaluate.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report folder (one manifest) or parent of one folder per manifest; "
+            "default <checkpoint dir>/eval/<manifest stem>/."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per inference batch.")] = 256,
+    device: Annotated[str, typer.Option(help="auto (GPU when available), cpu or cuda.")] = "auto",
+    top_k: Annotated[int, typer.Option(help="Report top-k accuracy and each error's k best labels.")] = 5,
+    low_confidence: Annotated[float, typer.Option(help="Errors with confidence <= this are low.")] = 0.25,
+    classes_map: Annotated[
+        str | None, typer.Option(help="Score labels the model does not know as this class, e.g. unknown.")
+    ] = None,
+) -> None:
+    """Evaluate a checkpoint on manifests: report.json, predictions.csv, confusion.png, per_class.png."""
+    from rich.console import Console
+
+    from kws.evaluate import evaluate as evaluate_checkpoint
+    from kws.evaluate import summary_renderables
+
+    outcomes = evaluate_checkpoint(
+        checkpoint,
+        manifests,
+        out=out,
+        batch_size=batch_size,
+        device=device,
+        top_k=top_k,
+        low_confidence=low_confidence,
+        classes_map=classes_map,
+    )
+    console = Console()
+    for item in summary_renderables(outcomes):
+        console.print(item)
+
+
+@app.command("listen-errors")
+def listen_errors(
+    eval_dir: Annotated[Path, typer.Argument(help="Folder of an evaluation (holds report.json).")],
+    top: Annotated[int, typer.Option(help="Errors to show (0: all).")] = 200,
+    sort: Annotated[
+        str, typer.Option(help="confidence (least confident first), -confidence, or pair (grouped).")
+    ] = "confidence",
+    html: Annotated[bool, typer.Option(help="Write EVAL_DIR/errors.html, a self-contained page.")] = True,
+    play: Annotated[bool, typer.Option(help="Play the clips in the terminal (needs kws\\[audio]).")] = False,
+) -> None:
+    """Look at and listen to the misclassifications of an evaluation."""
+    from kws import listen
+
+    output = listen.SoundDeviceOutput() if play else None  # fail before any work when there is no sound
+    result = listen.listen_errors(eval_dir, top=top, sort=sort, html=html)
+    report = result.report
+    typer.echo(
+        f"{len(report.misclassified)} errors of {report.num_samples} clips (accuracy {report.accuracy:.2%}); "
+        f"{len(result.errors)} selected, sorted by {sort}."
+    )
+    if result.page is not None:
+        page = result.page.path.resolve()
+        typer.echo(f"wrote {page} ({result.page.n_cards} clips)")
+        typer.echo(f"open {page.as_uri()}")
+        if result.page.missing:
+            missing = result.page.missing
+            typer.echo(f"warning: {len(missing)} clips could not be read, e.g. {missing[0]}", err=True)
+    if output is not None:
+        summary = listen.play_session(eval_dir, result.errors, output=output, keys=listen.terminal_keys())
+        suspects = Path(eval_dir) / listen.SUSPECT_FILE
+        typer.echo(f"heard {summary.n_heard} clips; marked {len(summary.marked)} as mislabeled.")
+        if summary.marked or suspects.is_file():
+            typer.echo(f"suspects: {suspects}; leave them out with `kws prepare ... --exclude {suspects}`")
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (see configs/); with --resume, default: the run's.")
+    ] = None,
+    train_manifest: Annotated[
+        Path | None, typer.Option(help="Training manifest (overrides data.train_manifest).")
+    ] = None,
+    val_manifest: Annotated[
+        list[Path] | None, typer.Option(help="Validation manifest (data.val_manifests); repeat for several.")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Output folder (default: runs/<config name>).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (trainer.epochs).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many optimizer steps; the schedule spans them.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Batch size per process (trainer.batch_size)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (trainer.device).")] = None,
+    precision: Annotated[str | None, typer.Option(help="32, bf16 or 16 (trainer.precision).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of initialisation, data order and augmentation.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --run-dir from last.pt.")
+    ] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (trainer.compile).")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a keyword-spotting model (one process, or one per GPU under torchrun -m kws train)."""
+    from rich.console import Console
+
+    from kws.config import load_config
+    from kws.display import summary_table
+    from kws.train import apply_options
+    from kws.train import train as run_training
+
+    if config is None:
+        if not (resume and run_dir is not None and (run_dir / "config.yaml").is_file()):
+            raise KWSError("--config is required (only --resume with an existing --run-dir may leave it out)")
+        config = run_dir / "config.yaml"
+    cfg = load_config(config, set_ or ())
+    cfg = apply_options(
+        cfg,
+        train_manifest=train_manifest,
+        val_manifests=val_manifest,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        seed=seed,
+        compile=compile or None,
+    )
+    result = run_training(cfg, run_dir or Path("runs") / config.stem, resume=resume)
+    if result.is_main:
+        Console().print(summary_table(result))
 
 
 def main() -> None:
