@@ -256,7 +256,9 @@ class TrainInputs(nn.Module):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        self.wave_augment = WaveAugment(cfg.augment, cfg.features.sample_rate)
+        # `augment.noise_dir: auto` takes the noise recordings of the train manifest's dataset folder.
+        dataset_dir = Path(cfg.data.train_manifest).parent if cfg.data.train_manifest else None
+        self.wave_augment = WaveAugment(cfg.augment, cfg.features.sample_rate, dataset_dir)
         self.features = FeatureExtractor(cfg.features)
         self.spec_augment = SpecAugment(cfg.augment)
 

@@ -1,0 +1,261 @@
+"""Accuracy on voices never heard in training: the exact recipe against the robust recipe (issue 7).
+
+On a TTS dataset made by `kws prepare --dataset tts`, whole voice families are held out: speakers whose
+espeak-ng accent or variant family is in the held-out lists never reach training. The remaining ("seen")
+speakers are split by a hash of their id into training speakers and in-domain test speakers. Both recipes
+train for the same number of steps with the same seed, then are scored on both test sets.
+
+    python bench/generalization.py --dataset data/tts_keywords --steps 300
+    python bench/generalization.py --make --data-root /tmp/kws_gen --speakers 300 --steps 300
+
+Speaker metadata comes from the dataset's speakers.json, or, for a dataset made before that file existed,
+from re-drawing the speakers with kws.voices.draw_speakers (the ids are checked against the clips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kws.audio import CLIP_SAMPLES, read_wav
+from kws.checkpoint import load_for_inference
+from kws.config import Config, apply_overrides, load_config
+from kws.manifest import Entry, read_manifest, write_manifest
+from kws.train import train
+from kws.voices import draw_speakers, variant_family
+
+ROOT = Path(__file__).resolve().parent.parent
+EXACT = ROOT / "configs" / "matchboxnet_3x1x64_v1.yaml"
+ROBUST = ROOT / "configs" / "matchboxnet_3x1x64_robust.yaml"
+WORDS = "yes,no,up,down,left,right,on,off,stop,go,zero,one"
+
+
+def speaker_of(entry: Entry) -> str:
+    return Path(entry.audio_filepath).name.split("_nohash_")[0]
+
+
+def speaker_families(dataset: Path, seed: int) -> dict[str, tuple[str, str]]:
+    """Speaker id -> (accent, variant family)."""
+    doc = dataset / "speakers.json"
+    if doc.is_file():
+        speakers = json.loads(doc.read_text(encoding="utf-8"))["speakers"]
+        return {sid: (s["accent"], s["variant_family"]) for sid, s in speakers.items()}
+    stamp = json.loads((dataset / ".kws_tts.json").read_text(encoding="utf-8"))
+    drawn = draw_speakers(int(stamp.get("seed", seed)), int(stamp["n_speakers"]))
+    return {s.id: (s.voice.accent, variant_family(s.voice.variant)) for s in drawn}
+
+
+def in_domain_test(sid: str, share: float) -> bool:
+    digest = hashlib.sha256(f"generalization/{sid}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+def write_split(
+    dataset: Path, out: Path, held_accents: set[str], held_families: set[str], test_share: float, seed: int
+) -> dict[str, Path]:
+    families = speaker_families(dataset, seed)
+    entries = [
+        e
+        for name in ("train", "validation", "test")
+        for e in read_manifest(dataset / f"{name}_manifest.json")
+    ]
+    unknown = {speaker_of(e) for e in entries} - families.keys()
+    if unknown:
+        raise SystemExit(f"{len(unknown)} speakers of {dataset} are missing from its speaker metadata")
+    parts: dict[str, list[Entry]] = {"train": [], "in_domain": [], "held_out": []}
+    for e in entries:
+        sid = speaker_of(e)
+        accent, family = families[sid]
+        if accent in held_accents or family in held_families:
+            parts["held_out"].append(e)
+        else:
+            parts["in_domain" if in_domain_test(sid, test_share) else "train"].append(e)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in parts.items():
+        paths[name] = out / f"{name}_manifest.json"
+        write_manifest(paths[name], part)
+        print(f"{name:10s} {len(part):6d} clips, {len({speaker_of(e) for e in part}):4d} speakers")
+    return paths
+
+
+def bench_config(
+    path: Path, train_manifest: Path, dataset: Path, steps: int, seed: int, cache: Path
+) -> Config:
+    cfg = load_config(path)
+    overrides = [
+        f"data.train_manifest={train_manifest}",
+        "data.val_manifests=[]",
+        f"data.cache_dir={cache}",
+        f"trainer.max_steps={steps}",
+        "trainer.epochs=100000",
+        f"trainer.seed={seed}",
+        "trainer.precision=32",  # CPU: bf16 autocast is slower than float32 there
+        f"trainer.log_every_n_steps={max(steps // 10, 1)}",
+    ]
+    if cfg.augment.noise_dir:
+        overrides.append(f"augment.noise_dir={dataset / '_background_noise_'}")
+    return apply_overrides(cfg, overrides)
+
+
+@torch.no_grad()
+def accuracy(checkpoint: Path, manifest: Path, device: torch.device, batch: int = 256) -> float:
+    loaded = load_for_inference(checkpoint, device)
+    index = {label: i for i, label in enumerate(loaded.labels)}
+    entries = read_manifest(manifest)
+    correct = 0
+    for start in range(0, len(entries), batch):
+        chunk = entries[start : start + batch]
+        audio = np.zeros((len(chunk), CLIP_SAMPLES), dtype=np.float32)
+        lengths = []
+        for i, e in enumerate(chunk):
+            wav = read_wav(Path(e.audio_filepath))[:CLIP_SAMPLES]
+            audio[i, : len(wav)] = wav / 32768.0
+            lengths.append(len(wav))
+        feats, feat_lengths = loaded.features(
+            torch.from_numpy(audio).to(device), torch.tensor(lengths, device=device)
+        )
+        predicted = loaded.model(feats, feat_lengths).argmax(1).cpu()
+        targets = torch.tensor([index[e.label] for e in chunk])
+        correct += int((predicted == targets).sum())
+    return correct / len(entries)
+
+
+def interleaved_step_s(exact: Config, robust: Config, n_steps: int, n_labels: int) -> tuple[float, float]:
+    """Median seconds per training step (augmentation + features + forward/backward + Novograd) of each
+    config on random audio, alternating one step of each so that a changing machine load hits both alike.
+    The training runs' own clips/s are measured minutes apart, which on a shared machine can differ more
+    than the augmentations cost."""
+    from kws.model import build_model
+    from kws.novograd import build_optimizer
+    from kws.schedule import build_scheduler
+    from kws.train import TrainInputs, train_step
+
+    batch = exact.trainer.batch_size
+    g = torch.Generator().manual_seed(0)
+    audio = 0.1 * torch.randn(batch, CLIP_SAMPLES, generator=g)
+    data = (audio, torch.full((batch,), CLIP_SAMPLES), torch.randint(n_labels, (batch,), generator=g))
+    parts = []
+    for cfg in (exact, robust):
+        model = build_model(cfg.model, cfg.features.n_mfcc, n_labels)
+        optimizer = build_optimizer(model.parameters(), cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.schedule, 10_000)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        parts.append((model.train(), TrainInputs(cfg).train(), optimizer, scheduler, scaler))
+    times: list[list[float]] = [[], []]
+    for step in range(n_steps + 2):  # the first two are warm-up
+        for i, (model, inputs, optimizer, scheduler, scaler) in enumerate(parts):
+            started = time.perf_counter()
+            train_step(model, inputs, optimizer, scheduler, scaler, data, g, "32")
+            if step >= 2:
+                times[i].append(time.perf_counter() - started)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, help="an existing `kws prepare --dataset tts` folder")
+    ap.add_argument(
+        "--make", action="store_true", help="synthesize the dataset first (kws prepare --dataset tts)"
+    )
+    ap.add_argument("--data-root", type=Path, default=Path("/tmp/kws_gen"))
+    ap.add_argument("--name", default="tts_gen")
+    ap.add_argument("--words", default=WORDS)
+    ap.add_argument("--speakers", type=int, default=300)
+    ap.add_argument(
+        "--held-accents", default="en-029", help="comma-separated espeak-ng accents never trained on"
+    )
+    ap.add_argument(
+        "--held-families", default="klatt", help="comma-separated variant families (klatt, m, f, other)"
+    )
+    ap.add_argument(
+        "--test-share", type=float, default=0.2, help="share of seen speakers kept for in-domain test"
+    )
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exact", type=Path, default=EXACT)
+    ap.add_argument("--robust", type=Path, default=ROBUST)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/kws_generalization"))
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--exact-result",
+        type=Path,
+        help="reuse the exact recipe's row of an earlier --json (same steps and seed)",
+    )
+    ap.add_argument("--timing-steps", type=int, default=20, help="interleaved steps for the per-step speed")
+    ap.add_argument("--timing-only", action="store_true", help="only the interleaved per-step timing")
+    args = ap.parse_args()
+
+    dataset = args.dataset or args.data_root / args.name
+    if args.make:
+        cmd = [sys.executable, "-m", "kws", "prepare", "--dataset", "tts", "--data-root", str(args.data_root)]
+        cmd += ["--name", args.name, "--words", args.words, "--speakers", str(args.speakers)]
+        cmd += ["--clips-per-speaker", "1", "--seed", str(args.seed)]
+        subprocess.run(cmd, check=True)
+    dataset = dataset.resolve()
+    if args.timing_only:
+        cfgs = [
+            bench_config(p, Path("unused"), dataset, 1, args.seed, args.out)
+            for p in (args.exact, args.robust)
+        ]
+        ex_s, ro_s = interleaved_step_s(*cfgs, args.timing_steps, n_labels=len(args.words.split(",")))
+        slower = 100 * (1 - ex_s / ro_s)
+        print(
+            f"per step (median of {args.timing_steps}, interleaved): exact {ex_s:.3f} s, robust {ro_s:.3f} s"
+        )
+        print(f"steps/s drop with the robust recipe: {slower:.1f}%")
+        return
+    held_accents = {a for a in args.held_accents.split(",") if a}
+    held_families = {f for f in args.held_families.split(",") if f}
+    manifests = write_split(
+        dataset, args.out / "manifests", held_accents, held_families, args.test_share, args.seed
+    )
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = {}
+    if args.exact_result:
+        earlier = json.loads(args.exact_result.read_text(encoding="utf-8"))
+        if (earlier["steps"], earlier["seed"]) != (args.steps, args.seed):
+            raise SystemExit(f"{args.exact_result} has other steps/seed than this run")
+        rows["exact"] = earlier["runs"]["exact"]
+    for name, path in (("exact", args.exact), ("robust", args.robust)):
+        if name in rows:
+            continue
+        cfg = bench_config(path, manifests["train"], dataset, args.steps, args.seed, args.out / "cache")
+        run_dir = args.out / f"run_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
+        result = train(cfg, run_dir)
+        ckpt = result.checkpoints["last"]
+        rows[name] = {
+            "config": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+            "in_domain": accuracy(ckpt, manifests["in_domain"], device),
+            "held_out": accuracy(ckpt, manifests["held_out"], device),
+            "steps": result.steps,
+            "clips_per_s": result.clips_per_s,
+            "train_s": result.train_s,
+        }
+        print(json.dumps({name: rows[name]}))
+
+    ex, ro = rows["exact"], rows["robust"]
+    print()
+    print(f"dataset {dataset}; held out: accents {sorted(held_accents)}, families {sorted(held_families)}")
+    batch = load_config(args.exact).trainer.batch_size
+    print(f"seed {args.seed}, {args.steps} steps of batch {batch}, device {device}")
+    print(f"{'':22s}{'exact':>10s}{'robust':>10s}{'delta':>10s}")
+    for key, label in (("in_domain", "in-domain accuracy"), ("held_out", "held-out accuracy")):
+        print(f"{label:22s}{100 * ex[key]:9.1f}%{100 * ro[key]:9.1f}%{100 * (ro[key] - ex[key]):+9.1f}")
+    drop = 1 - ro["clips_per_s"] / ex["clips_per_s"]
+    print(f"{'train clips/s':22s}{ex['clips_per_s']:10.1f}{ro['clips_per_s']:10.1f}{-100 * drop:+9.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps({"seed": args.seed, "steps": args.steps, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
