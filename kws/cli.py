@@ -121,6 +121,71 @@ def prepare(
 
 
 @app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (see configs/); with --resume, default: the run's.")
+    ] = None,
+    train_manifest: Annotated[
+        Path | None, typer.Option(help="Training manifest (overrides data.train_manifest).")
+    ] = None,
+    val_manifest: Annotated[
+        list[Path] | None, typer.Option(help="Validation manifest (data.val_manifests); repeat for several.")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Output folder (default: runs/<config name>).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (trainer.epochs).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many optimizer steps; the schedule spans them.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Batch size per process (trainer.batch_size)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (trainer.device).")] = None,
+    precision: Annotated[str | None, typer.Option(help="32, bf16 or 16 (trainer.precision).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of initialisation, data order and augmentation.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --run-dir from last.pt.")
+    ] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (trainer.compile).")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a keyword-spotting model (one process, or one per GPU under torchrun -m kws train)."""
+    from rich.console import Console
+
+    from kws.config import load_config
+    from kws.display import summary_table
+    from kws.train import apply_options
+    from kws.train import train as run_training
+
+    if config is None:
+        if not (resume and run_dir is not None and (run_dir / "config.yaml").is_file()):
+            raise KWSError("--config is required (only --resume with an existing --run-dir may leave it out)")
+        config = run_dir / "config.yaml"
+    cfg = load_config(config, set_ or ())
+    cfg = apply_options(
+        cfg,
+        train_manifest=train_manifest,
+        val_manifests=val_manifest,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        seed=seed,
+        compile=compile or None,
+    )
+    result = run_training(cfg, run_dir or Path("runs") / config.stem, resume=resume)
+    if result.is_main:
+        Console().print(summary_table(result))
+
+
+@app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `kws train` (runs/x/best.pt).")],
     manifests: Annotated[list[Path], typer.Argument(help="One or more manifests to evaluate.")],
@@ -193,71 +258,6 @@ def listen_errors(
         typer.echo(f"heard {summary.n_heard} clips; marked {len(summary.marked)} as mislabeled.")
         if summary.marked or suspects.is_file():
             typer.echo(f"suspects: {suspects}; leave them out with `kws prepare ... --exclude {suspects}`")
-
-
-@app.command()
-def train(
-    config: Annotated[
-        Path | None, typer.Option(help="YAML config (see configs/); with --resume, default: the run's.")
-    ] = None,
-    train_manifest: Annotated[
-        Path | None, typer.Option(help="Training manifest (overrides data.train_manifest).")
-    ] = None,
-    val_manifest: Annotated[
-        list[Path] | None, typer.Option(help="Validation manifest (data.val_manifests); repeat for several.")
-    ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Output folder (default: runs/<config name>).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (trainer.epochs).")] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Stop after this many optimizer steps; the schedule spans them.")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Batch size per process (trainer.batch_size)")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (trainer.device).")] = None,
-    precision: Annotated[str | None, typer.Option(help="32, bf16 or 16 (trainer.precision).")] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed of initialisation, data order and augmentation.")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --run-dir from last.pt.")
-    ] = False,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the model (trainer.compile).")
-    ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
-    ] = None,
-) -> None:
-    """Train a keyword-spotting model (one process, or one per GPU under torchrun -m kws train)."""
-    from rich.console import Console
-
-    from kws.config import load_config
-    from kws.display import summary_table
-    from kws.train import apply_options
-    from kws.train import train as run_training
-
-    if config is None:
-        if not (resume and run_dir is not None and (run_dir / "config.yaml").is_file()):
-            raise KWSError("--config is required (only --resume with an existing --run-dir may leave it out)")
-        config = run_dir / "config.yaml"
-    cfg = load_config(config, set_ or ())
-    cfg = apply_options(
-        cfg,
-        train_manifest=train_manifest,
-        val_manifests=val_manifest,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        seed=seed,
-        compile=compile or None,
-    )
-    result = run_training(cfg, run_dir or Path("runs") / config.stem, resume=resume)
-    if result.is_main:
-        Console().print(summary_table(result))
 
 
 def main() -> None:
