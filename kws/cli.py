@@ -270,6 +270,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:  # a file-system failure no library call turned into a KWSError: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(
+            f"error: {exc.strerror or exc}{where}; check the path, its permissions and free space", err=True
+        )
+        sys.exit(EXIT_ERROR)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
