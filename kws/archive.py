@@ -43,7 +43,16 @@ def extract_tar(archive: Path, dest: Path) -> Path:
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         raise DataError(f"{dest} already exists; remove it to extract {archive.name} again")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --data-root is a file, or a folder we may not write to
+        why = (
+            "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
+        )
+        raise DataError(
+            f"cannot create the folder {dest.parent} to extract {archive.name} ({why or exc}); "
+            "check --data-root: it must be a folder you can write to"
+        ) from None
     for stale in dest.parent.glob(f".{dest.name}.extract-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.extract-{os.getpid()}"
@@ -55,6 +64,7 @@ def extract_tar(archive: Path, dest: Path) -> Path:
             with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     _extract_member(tar, member, tmp, archive)
+        _check_links(tmp, archive)
         os.replace(_single_top_folder(tmp), dest)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ArchiveError(
@@ -71,9 +81,10 @@ def extract_tar(archive: Path, dest: Path) -> Path:
     return dest
 
 
-def _refuse(archive: Path, member: tarfile.TarInfo, why: str) -> ArchiveError:
+def _refuse(archive: Path, member: tarfile.TarInfo | str, why: str) -> ArchiveError:
+    name = member if isinstance(member, str) else member.name
     return ArchiveError(
-        f"refusing to extract {archive.name}: member {member.name!r} {why}; "
+        f"refusing to extract {archive.name}: member {name!r} {why}; "
         "the archive is unsafe or damaged, get it from a trusted source"
     )
 
@@ -106,10 +117,10 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, a
     if not (member.isreg() or member.issym() or member.islnk()):
         raise _refuse(archive, member, "is a device, fifo or other special file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if (
-        target.is_symlink() or target.exists()
-    ):  # a later member replaces an earlier one; never write through it
-        if target.is_dir() and not target.is_symlink():
+    if target.is_symlink():  # links already checked could be re-aimed through the new one
+        raise _refuse(archive, member, "replaces a symlink extracted before it")
+    if target.exists():  # a later member replaces an earlier file; never write through it
+        if target.is_dir():
             raise _refuse(archive, member, "replaces a folder")
         target.unlink()
     if member.issym():
@@ -131,6 +142,16 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, a
             shutil.copyfileobj(src, dst, COPY_BUFFER)
         os.chmod(target, (member.mode & 0o755) | 0o600)  # no setuid/setgid/sticky, always owner-readable
         os.utime(target, (member.mtime, member.mtime))
+
+
+def _check_links(root: Path, archive: Path) -> None:
+    """Refuse any symlink that, now that every member is on disk, resolves outside `root`."""
+    for folder, dirs, files in os.walk(root):
+        for entry in [*dirs, *files]:
+            path = os.path.join(folder, entry)
+            if os.path.islink(path) and not _inside(root, path):
+                name = Path(path).relative_to(root).as_posix()
+                raise _refuse(archive, name, f"is a symlink to {os.readlink(path)!r}, outside the archive")
 
 
 def _single_top_folder(tmp: Path) -> Path:

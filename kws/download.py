@@ -2,7 +2,8 @@
 
 Bytes go to `<dest>.part`; only a complete, verified file is renamed to `dest`. An interrupted download
 leaves the `.part` file, and the next call asks the server for the rest (`Range: bytes=N-`); a server that
-ignores Range answers with the whole file, and the download restarts from the first byte.
+ignores Range answers with the whole file (200), and the download restarts from the first byte; a 206 that
+starts at another byte than the one asked for is discarded and the whole file asked for again.
 """
 
 from __future__ import annotations
@@ -46,23 +47,48 @@ def download(
     On a checksum mismatch the download is deleted; on a network error the `.part` file is kept."""
     dest = Path(dest)
     part = partial_path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --data-root is a file, or a folder we may not write to
+        why = (
+            "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
+        )
+        raise DownloadError(
+            f"cannot create the folder {dest.parent} for {dest.name} ({why or exc}); "
+            "check --data-root: it must be a folder you can write to"
+        ) from None
     offset = part.stat().st_size if part.is_file() else 0
     response = _open(url, offset, timeout_s)
     if response is None:  # 416: the partial file does not fit the remote one; start over
         part.unlink()
         offset, response = 0, _open(url, 0, timeout_s)
         assert response is not None
+    restarted = False
+    start = _first_byte(response)
+    if start != offset:
+        restarted = bool(offset)
+        if start != 0:  # a 206 for other bytes than those asked for: ask again for the whole file
+            response.close()
+            response = _open(url, 0, timeout_s)
+            assert response is not None
+            if _first_byte(response) != 0:
+                response.close()
+                raise DownloadError(
+                    f"{url} answers with parts of the file other than those asked for (HTTP 206, "
+                    f"Content-Range {response.headers.get('Content-Range')!r}); check --url, or download "
+                    "the archive yourself and pass --archive PATH"
+                )
+        offset = 0
     with response:
-        start = _resume_start(response) if offset else 0
-        restarted = bool(offset) and start != offset
-        if restarted:
-            offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        digest = _hash_prefix(part, offset)
+        try:
+            digest = _hash_prefix(part, offset)
+            f = part.open("ab" if offset else "wb")
+        except OSError as exc:
+            raise _write_error(part, offset, exc) from None
         done = offset
-        with part.open("ab" if offset else "wb") as f, byte_progress() as bar:
+        with f, byte_progress() as bar:
             task = bar.add_task(f"downloading {dest.name}", total=total, completed=offset)
             while True:
                 try:
@@ -116,10 +142,13 @@ def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse |
         raise DownloadError(f"cannot download {url} ({exc}); check the network and --url") from None
 
 
-def _resume_start(response: http.client.HTTPResponse) -> int:
-    """The first byte this response carries: the Content-Range start of a 206, 0 for anything else."""
+def _first_byte(response: http.client.HTTPResponse) -> int:
+    """The first byte this response carries: the Content-Range start of a 206 (-1 when it has none), 0 for
+    anything else (a 200 carries the whole file)."""
+    if response.status != 206:
+        return 0
     match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return int(match.group(1)) if response.status == 206 and match else 0
+    return int(match.group(1)) if match else -1
 
 
 def _hash_prefix(part: Path, n_bytes: int) -> hashlib._Hash:

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kws.errors import KWSError
 from kws.files import write_json_atomic, write_text_atomic
 from kws.voices import Speaker, variant_family
 
@@ -53,13 +54,19 @@ def which_set(filename: str, validation_pct: float = VALIDATION_PCT, testing_pct
 
 def assign_splits(speaker_ids: list[str]) -> dict[str, str]:
     """Speaker -> split by which_set. With few speakers the hash can leave validation or testing empty; then
-    (3+ speakers) the training speakers with the lowest hash buckets move there, so both splits exist."""
+    (3+ speakers) the training speakers with the lowest hash buckets move there, so both splits exist, as
+    long as one training speaker stays. KWSError when no speaker is left for training."""
     split = {sid: which_set(sid) for sid in speaker_ids}
     if len(speaker_ids) >= 3:
         for name in ("validation", "testing"):
-            if name not in split.values():
-                training = sorted((s for s in speaker_ids if split[s] == "training"), key=hash_percentage)
+            training = sorted((s for s in speaker_ids if split[s] == "training"), key=hash_percentage)
+            if name not in split.values() and len(training) >= 2:
                 split[training[0]] = name
+    if speaker_ids and "training" not in split.values():
+        raise KWSError(
+            f"the {len(speaker_ids)} speakers all fall into the validation or test split, leaving none for "
+            "training; pass more --speakers (or another --seed)"
+        )
     return split
 
 

@@ -24,7 +24,7 @@ from kws.archive import extract_tar
 from kws.download import download
 from kws.errors import ConfigError, DataError, DownloadError
 from kws.progress import byte_progress
-from kws.splits import ManifestOptions, PrepareResult, build_manifests
+from kws.splits import ManifestOptions, PrepareResult, build_manifests, check_options
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ def prepare_speech_commands(
     source: Path | None,
 ) -> PrepareResult:
     """Make sure the tree of Speech Commands `version` is on disk, then write its manifests."""
+    check_options(opts)
     if version not in RELEASES:
         raise ConfigError(f"unknown --version {version}; Speech Commands has versions 1 and 2")
     if sum(x is not None for x in (url, archive, source)) > 1:

@@ -12,8 +12,9 @@ reference, which cuts every split's silence from the whole recordings (so the sa
 and test), each recording is divided into disjoint regions: the first 80 % feeds train, the next 10 %
 validation and the last 10 % test.
 
-`.kws_manifests.json` records the options and a fingerprint of the tree listing (paths, sizes, mtimes):
-a re-run that matches it does no work; other options rewrite the manifests (and `_silence_/`) only.
+`.kws_manifests.json` records the options, the folder's resolved path and a fingerprint of the tree listing
+(paths, sizes, mtimes): a re-run that matches it does no work; other options, or a moved or copied folder,
+rewrite the manifests (and `_silence_/`) only.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def speaker_of(clip: str) -> str:
 def build_manifests(dataset_dir: Path, opts: ManifestOptions) -> PrepareResult:
     """dataset_dir holds <word>/<speaker>_nohash_<k>.wav, _background_noise_/, validation_list.txt,
     testing_list.txt. Writes dataset_dir/{train,validation,test}_manifest.json."""
-    _check_options(opts)
+    check_options(opts)
     dataset_dir = Path(dataset_dir).resolve()
     if not dataset_dir.is_dir():
         raise DataError(f"dataset folder {dataset_dir} does not exist; check --data-root or --source")
@@ -105,6 +106,7 @@ def build_manifests(dataset_dir: Path, opts: ManifestOptions) -> PrepareResult:
         "format": STAMP_FORMAT,
         "options": _options_key(opts),
         "tree": _fingerprint(dataset_dir, clips, noise),
+        "dataset_dir": str(dataset_dir),  # manifests hold absolute paths: a moved tree needs new ones
     }
     manifests = manifest_paths(dataset_dir)
     cached = _up_to_date(dataset_dir, stamp, manifests, opts)
@@ -183,11 +185,15 @@ def summary_table(result: PrepareResult) -> Table:
     return table
 
 
-def _check_options(opts: ManifestOptions) -> None:
+def check_options(opts: ManifestOptions) -> None:
+    """Refuse bad options before any work (download, synthesis), with a message naming the option."""
     if opts.classes not in ("all", "sub"):
         raise ConfigError(f"unknown class set {opts.classes!r}; use --classes all or --classes sub")
     if opts.workers is not None and opts.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {opts.workers}")
+        raise ConfigError(
+            f"--workers must be at least 1, got {opts.workers}; pass a positive count, or leave it out "
+            "to use every core"
+        )
 
 
 def _read_list_speakers(dataset_dir: Path, name: str) -> set[str]:

@@ -13,6 +13,7 @@ clips already on disk and removes those no longer asked for.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, float_to_int16, write_wav
@@ -34,7 +36,7 @@ from kws.errors import DataError, KWSError
 from kws.files import write_json_atomic
 from kws.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
 from kws.speakers import assign_splits, write_speakers_json, write_split_lists
-from kws.splits import NOISE_DIR, ManifestOptions, PrepareResult, build_manifests
+from kws.splits import NOISE_DIR, ManifestOptions, PrepareResult, build_manifests, check_options
 from kws.styles import STYLE_STYLE, Style, draw_style, speak
 from kws.voices import Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
 
@@ -214,7 +216,21 @@ def render_clip(task: ClipTask) -> np.ndarray:
 
 
 def _write_clip(task: ClipTask) -> None:
-    write_wav(task.path, render_clip(task))
+    clip = render_clip(task)
+    try:
+        write_wav(task.path, clip)
+    except (OSError, sf.LibsndfileError) as exc:  # raised in a worker: a DataError pickles, these may not
+        raise _write_error(exc, task.path) from None
+
+
+def _write_error(exc: OSError | sf.LibsndfileError, path: Path) -> DataError:
+    """One line for a failed write; soundfile reports a full disk as a LibsndfileError, not an OSError."""
+    fix = "check --data-root: it must be a folder you can write to"
+    if not isinstance(exc, OSError):  # libsndfile does not say why: a full disk is the likely cause
+        return DataError(f"cannot write {path}: {exc}; free some space or {fix}, then run again")
+    if exc.errno == errno.ENOSPC:
+        fix = "free some space"
+    return DataError(f"cannot write {exc.filename or path}: {exc.strerror or exc}; {fix}, then run again")
 
 
 # ---------------------------------------------------------------- the whole dataset
@@ -234,6 +250,7 @@ def prepare_tts(
     manifests. Notes in the result say how many clips were synthesized and how fast. `style` "plain" says
     each keyword alone in the speaker's voice; "rich" varies prosody, carrier phrases and intonation per clip
     (kws.styles)."""
+    check_options(opts)
     words = check_words(list(words))
     if style not in STYLE_STYLE:
         raise KWSError(f"--style {style!r} is not one of {', '.join(STYLE_STYLE)}")
@@ -252,6 +269,7 @@ def prepare_tts(
     reuse = old is not None and all(old.get(k) == v for k, v in content.items())
 
     speakers = draw_speakers(opts.seed, n_speakers)
+    split = assign_splits([s.id for s in speakers])  # before synthesis: too few speakers is an error
     tasks = [
         ClipTask(w, s, k, opts.seed, dataset_dir / word_folder(w) / f"{s.id}_nohash_{k}.wav", style)
         for w in words
@@ -260,30 +278,34 @@ def prepare_tts(
     ]
     # Only well-formed words from the old stamp: a hand-edited stamp must not point deletions elsewhere.
     old_words = [w for w in (old or {}).get("words", []) if isinstance(w, str) and WORD_RE.fullmatch(w)]
-    _remove_stale(dataset_dir, [*old_words, *words], {t.path for t in tasks} if reuse else set())
-    stamp = {**content, "words": words, "n_speakers": n_speakers, "clips_per_speaker": clips_per_speaker}
-    if old != {**stamp, "complete": True}:  # left untouched when nothing changes: a re-run writes nothing
-        write_json_atomic(dataset_dir / STAMP, {**stamp, "complete": False})
+    try:
+        _remove_stale(dataset_dir, [*old_words, *words], {t.path for t in tasks} if reuse else set())
+        stamp = {**content, "words": words, "n_speakers": n_speakers, "clips_per_speaker": clips_per_speaker}
+        if old != {**stamp, "complete": True}:  # left untouched when nothing changes: a re-run writes nothing
+            write_json_atomic(dataset_dir / STAMP, {**stamp, "complete": False})
 
-    missing = [t for t in tasks if not t.path.is_file()]
-    notes = []
-    if missing:
-        seconds = _run(missing, opts.workers or os.cpu_count() or 1)
-        notes.append(
-            f"synthesized {len(missing):,} clips with espeak-ng {version} in {seconds:.1f} s "
-            f"({len(missing) / seconds:,.1f} clips/s)"
+        missing = [t for t in tasks if not t.path.is_file()]
+        notes = []
+        if missing:
+            seconds = _run(missing, opts.workers or os.cpu_count() or 1)
+            notes.append(
+                f"synthesized {len(missing):,} clips with espeak-ng {version} in {seconds:.1f} s "
+                f"({len(missing) / seconds:,.1f} clips/s)"
+            )
+        else:
+            notes.append(f"all {len(tasks):,} synthesized clips are already in {dataset_dir}")
+        noise_dir = dataset_dir / NOISE_DIR
+        if not reuse or any(not (noise_dir / f"{kind}.wav").is_file() for kind in NOISE_KINDS):
+            write_background_noises(noise_dir, opts.seed, NOISE_SAMPLES)
+        clips = [(t.path, t.speaker.id) for t in tasks]
+        write_split_lists(dataset_dir, clips, split)
+        write_speakers_json(
+            dataset_dir, speakers, split, clips, seed=opts.seed, style=style, espeak_ng=version
         )
-    else:
-        notes.append(f"all {len(tasks):,} synthesized clips are already in {dataset_dir}")
-    noise_dir = dataset_dir / NOISE_DIR
-    if not reuse or any(not (noise_dir / f"{kind}.wav").is_file() for kind in NOISE_KINDS):
-        write_background_noises(noise_dir, opts.seed, NOISE_SAMPLES)
-    clips = [(t.path, t.speaker.id) for t in tasks]
-    split = assign_splits([s.id for s in speakers])
-    write_split_lists(dataset_dir, clips, split)
-    write_speakers_json(dataset_dir, speakers, split, clips, seed=opts.seed, style=style, espeak_ng=version)
-    if old != {**stamp, "complete": True}:
-        write_json_atomic(dataset_dir / STAMP, {**stamp, "complete": True})
+        if old != {**stamp, "complete": True}:
+            write_json_atomic(dataset_dir / STAMP, {**stamp, "complete": True})
+    except (OSError, sf.LibsndfileError) as exc:  # unwritable --data-root, disk full
+        raise _write_error(exc, dataset_dir) from None
 
     result = build_manifests(dataset_dir, opts)
     result.notes[:0] = notes

@@ -164,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
         if match and owner.mode != "ignore_range":
             start = int(match.group(1))
             end = int(match.group(2)) if match.group(2) else len(data) - 1
+            if owner.mode == "wrong_range":  # a broken proxy: a 206 for bytes other than those asked for
+                start //= 2
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -200,8 +202,9 @@ class _Server(ThreadingHTTPServer):
 class LocalServer:
     """Serve the files of `root` on 127.0.0.1 at an ephemeral port, from a thread of the test process.
 
-    `mode`: "normal" (Range honoured), "drop" (send half the body, then close the connection) or
-    "ignore_range" (always 200 with the whole file). `requests` holds the headers of every GET."""
+    `mode`: "normal" (Range honoured), "drop" (send half the body, then close the connection),
+    "ignore_range" (always 200 with the whole file) or "wrong_range" (a 206 from half the asked-for
+    offset). `requests` holds the headers of every GET."""
 
     def __init__(self, root: Path, mode: str = "normal") -> None:
         self.root = Path(root)

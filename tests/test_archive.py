@@ -78,6 +78,17 @@ def test_a_link_chain_that_escapes_only_on_disk_is_refused(tmp_path: Path) -> No
         extract_tar(archive, tmp_path / "out")
 
 
+def test_a_later_member_cannot_re_aim_a_checked_link(tmp_path: Path) -> None:
+    # s -> e/../../.. is inside while e -> d/q/r; re-aiming e -> d would make s point above the root.
+    folder = tarfile.TarInfo("d/q/r")
+    folder.type = tarfile.DIRTYPE
+    members = [(folder, None), _symlink("e", "d/q/r"), _symlink("s", "e/../../.."), _symlink("e", "d")]
+    archive = _tar(tmp_path / "a.tar.gz", members)
+    with pytest.raises(ArchiveError, match="member 'e' replaces a symlink"):
+        extract_tar(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz"]
+
+
 def test_writing_through_a_link_to_outside_is_refused(tmp_path: Path) -> None:
     (tmp_path / "outside").mkdir()
     link = _symlink("d", "../../outside")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,30 @@ def test_a_server_that_ignores_range_restarts_the_download(server: LocalServer, 
     assert server.range_headers() == ["bytes=1000-"]
     assert result.restarted and result.resumed_from == 0
     assert dest.read_bytes() == PAYLOAD
+
+
+def test_a_206_for_other_bytes_than_asked_for_is_not_written_as_the_start(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "data.tar.gz"
+    partial_path(dest).write_bytes(PAYLOAD[:1000])
+    server.mode = "wrong_range"  # answers bytes 500- to "bytes=1000-"
+    result = download(server.url("data.tar.gz"), dest, expected_sha256=SHA)
+    assert server.range_headers() == ["bytes=1000-"] and len(server.requests) == 2  # then no Range
+    assert result.restarted and result.resumed_from == 0
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_a_data_root_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "root").write_text("not a folder")
+    url = "http://127.0.0.1:1/x.tar.gz"  # a closed port: the folder is made before anything is fetched
+    args = ["prepare", "--url", url, "--no-verify", "--data-root", str(tmp_path / "root")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kws", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--data-root" in proc.stderr
 
 
 def test_a_partial_file_longer_than_the_remote_one_starts_over(server: LocalServer, tmp_path: Path) -> None:

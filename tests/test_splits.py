@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def test_rerun_with_the_same_options_does_nothing(tree: SpeechCommandsTree) -> N
     assert not fourth.up_to_date and fourth.stats[0].n_clips == third.stats[0].n_clips + 1
 
 
+@pytest.mark.parametrize("how", ["move", "copy"])
+def test_a_moved_or_copied_tree_gets_manifests_with_its_new_paths(
+    tree: SpeechCommandsTree, tmp_path: Path, how: str
+) -> None:
+    opts = ManifestOptions(classes="sub")
+    build_manifests(tree.root, opts)
+    new_root = tmp_path / "moved"
+    if how == "move":
+        os.rename(tree.root, new_root)
+    else:  # like `cp -a`: same sizes and mtimes, so the listing fingerprint alone would not see it
+        shutil.copytree(tree.root, new_root, symlinks=True)
+    result = build_manifests(new_root, opts)
+    assert not result.up_to_date
+    paths = [Path(e.audio_filepath) for entries in _read(result).values() for e in entries]
+    assert paths and all(p.is_relative_to(new_root.resolve()) and p.is_file() for p in paths)
+    assert build_manifests(new_root, opts).up_to_date
+
+
 def test_exclude_drops_listed_clips_everywhere(tree: SpeechCommandsTree, tmp_path: Path) -> None:
     dropped = [tree.clips[0], tree.clips[5], str((tree.root / tree.clips[-1]).resolve())]
     exclude = tmp_path / "exclude.txt"
@@ -236,3 +255,21 @@ def test_bad_options_are_config_errors(tree: SpeechCommandsTree) -> None:
     with pytest.raises(DataError, match="does not exist"):
         build_manifests(tree.root / "nope", ManifestOptions())
     assert os.path.isdir(tree.root)
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_bad_workers_are_refused_before_any_download(tmp_path: Path, workers: int) -> None:
+    from kws.speech_commands import prepare_speech_commands
+
+    with pytest.raises(ConfigError, match="--workers must be at least 1"):  # not "cannot reach"
+        prepare_speech_commands(
+            tmp_path / "data",
+            2,
+            ManifestOptions(workers=workers),
+            url="http://127.0.0.1:1/x.tar.gz",
+            archive=None,
+            sha256=None,
+            verify=True,
+            source=None,
+        )
+    assert not (tmp_path / "data").exists()

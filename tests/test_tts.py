@@ -151,6 +151,39 @@ def test_bad_words_are_refused_by_the_cli(tmp_path: Path, words: str) -> None:
     assert not (tmp_path / "tts_keywords").exists()
 
 
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_bad_workers_are_refused_before_synthesis(tmp_path: Path, workers: str) -> None:
+    proc = run_kws("prepare", "--dataset", "tts", "--workers", workers, "--data-root", str(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "--workers" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_espeak
+def test_an_unwritable_data_root_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    root = tmp_path / "file" / "data"  # under a regular file: every write fails
+    proc = run_kws(
+        "prepare", "--dataset", "tts", "--words", "yes", "--speakers", "3", "--data-root", str(root)
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot write ") and "--data-root" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@needs_espeak
+def test_a_clip_that_cannot_be_written_is_a_data_error(tmp_path: Path) -> None:
+    from kws.errors import DataError
+    from kws.tts import _write_clip
+
+    (tmp_path / "file").write_text("not a folder")
+    speaker = draw_speakers(0, 1)[0]
+    task = ClipTask("yes", speaker, 0, 0, tmp_path / "file" / "yes" / f"{speaker.id}_nohash_0.wav")
+    with pytest.raises(DataError, match="cannot write .*--data-root"):  # not an OSError: it pickles
+        _write_clip(task)
+
+
 def test_parse_words() -> None:
     assert len(parse_words(None)) == 30
     assert parse_words(" Yes , hey   KWS ,don't,7-up") == ["yes", "hey kws", "don't", "7-up"]
@@ -202,6 +235,17 @@ def test_assign_splits_keeps_validation_and_test_non_empty() -> None:
     assert assign_splits(many) == {
         sid: which_set(sid) for sid in many
     }  # enough speakers: the rule, untouched
+
+
+def test_assign_splits_with_three_speakers_keeps_a_training_speaker_or_says_so() -> None:
+    for seed in range(300):
+        ids = [s.id for s in draw_speakers(seed, 3)]
+        try:
+            split = assign_splits(ids)
+        except KWSError as exc:  # never an IndexError
+            assert "--speakers" in str(exc)
+            continue
+        assert set(split) == set(ids) and "training" in split.values()
 
 
 # ---------------------------------------------------------------- noises
