@@ -75,12 +75,13 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
-def rng_state() -> dict[str, Any]:
-    """Every global RNG, in a form `weights_only` loading accepts."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Every global RNG, in a form `weights_only` loading accepts. Of the CUDA generators only the training
+    `device`'s (None off CUDA): reading the others would create a CUDA context on every GPU."""
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device is not None and device.type == "cuda" else None,
         "numpy": {
             "name": name,
             "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
@@ -92,16 +93,23 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what `rng_state(device)` saved; the CUDA generator only when `device` is a CUDA device."""
     torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
     np.random.set_state(
         (n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if device is None or device.type != "cuda":
+        return
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # older checkpoints: one state per GPU
+        index = device.index or 0
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda.cpu(), device)
 
 
 @dataclass

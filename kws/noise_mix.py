@@ -80,12 +80,13 @@ def draw_noise(
 
 
 def crop_noise(bank: Tensor, starts: Tensor, lengths: Tensor, draw: NoiseDraw, width: int) -> Tensor:
-    """`(batch, width)` crops of the recordings picked by `draw`, gathered from the flat bank."""
-    room = (lengths[draw.recording] - width).clamp(min=0)
-    first = starts[draw.recording] + (draw.offset * (room + 1).to(draw.offset.dtype)).floor().long().clamp(
-        max=room
-    )
-    return bank[first[:, None] + torch.arange(width, device=bank.device)]
+    """`(batch, width)` crops of the recordings picked by `draw`, gathered from the flat bank. A recording
+    shorter than `width` (a clip longer than the shortest noise) is looped, never read past its end."""
+    length = lengths[draw.recording]
+    room = (length - width).clamp(min=0)
+    offset = (draw.offset * (room + 1).to(draw.offset.dtype)).floor().long().clamp(max=room)
+    within = (offset[:, None] + torch.arange(width, device=bank.device)) % length[:, None]
+    return bank[starts[draw.recording][:, None] + within]
 
 
 def mix_at_snr(audio: Tensor, lengths: Tensor, noise: Tensor, snr_db: Tensor, active: Tensor) -> Tensor:

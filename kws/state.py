@@ -29,7 +29,9 @@ class LoopState:
     epoch_loss: float = 0.0  # sum of the logged losses of the epoch in progress
     epoch_steps: int = 0
     interval_start: int = 0  # step of the last log line
-    interval_loss: float = 0.0  # this process's loss sum since then (saved when interrupted mid-interval)
+    # loss sum since then, averaged over the processes (saved when interrupted mid-interval); every process
+    # restarts from it, so the next log line's sum over processes / world stays the mean loss
+    interval_loss: float = 0.0
     best_val_accuracy: float | None = None
     best_epoch: int | None = None
     best_step: int | None = None
@@ -44,6 +46,7 @@ def checkpoint_state(
     scaler: torch.amp.GradScaler,
     st: LoopState,
     world: int,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     return {
         "config": config_to_dict(cfg),
@@ -54,7 +57,7 @@ def checkpoint_state(
         "scaler": scaler.state_dict(),
         "epoch": st.epoch,
         "step": st.step,
-        "rng": rng_state(),
+        "rng": rng_state(device),
         "data_position": {
             "epoch": st.epoch,
             "batch": st.batch,
@@ -75,8 +78,13 @@ def restore(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     device: torch.device,
+    *,
+    world: int = 1,
+    batch_size: int | None = None,
 ) -> LoopState:
-    """Load `path` (a last.pt) into the training objects; returns the loop state to continue from."""
+    """Load `path` (a last.pt) into the training objects; returns the loop state to continue from. The run
+    must have `world` processes of `batch_size` clips, as when it was written: the data order depends on
+    both."""
     fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist; drop --resume to start a new run")
@@ -84,6 +92,14 @@ def restore(
     if list(state["labels"]) != labels:
         raise CheckpointError(
             f"{path} was trained on the labels {state['labels']}, not {labels}; use a new --run-dir"
+        )
+    position = state.get("data_position") or {}
+    saved_world, saved_batch = position.get("world_size", world), position.get("batch_size", batch_size)
+    if saved_world != world or (batch_size is not None and saved_batch != batch_size):
+        raise CheckpointError(
+            f"{path.name} was written by {saved_world} processes with batch {saved_batch}, not {world} with "
+            f"batch {batch_size}; resume with the same --nproc_per_node and --batch-size, or start a new "
+            "run dir"
         )
     try:
         model.load_state_dict(state["model"])
@@ -102,7 +118,7 @@ def restore(
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
         warnings.simplefilter("ignore", UserWarning)
         scheduler.step()  # sets the learning rate of step `st.step`
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], device)
     return st
 
 

@@ -109,7 +109,17 @@ def _train(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
     st = LoopState()
     if resume:
-        st = restore(run_dir / LAST, labels, model, optimizer, scheduler, scaler, device)
+        st = restore(
+            run_dir / LAST,
+            labels,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            device,
+            world=world,
+            batch_size=tc.batch_size,
+        )
         _say(main, f"resuming {run_dir / LAST} at step {st.step} (epoch {st.epoch + 1}, batch {st.batch})")
     compiled: nn.Module = torch.compile(model) if tc.compile else model  # type: ignore[assignment]
     step_model = distributed.wrap_model(compiled, device)
@@ -119,7 +129,7 @@ def _train(
 
     def checkpoint(*names: str) -> None:
         if main:
-            state = checkpoint_state(cfg, labels, model, optimizer, scheduler, scaler, st, world)
+            state = checkpoint_state(cfg, labels, model, optimizer, scheduler, scaler, st, world, device)
             for name in names:
                 save_checkpoint(run_dir / name, state)
 
@@ -149,7 +159,7 @@ def _train(
         if st.step == st.interval_start:
             return
         loss_sum = float(distributed.all_reduce_sum(interval_loss.clone()).item()) / world
-        check_finite(bad_step, run_dir)
+        check_finite(distributed.all_reduce_max(bad_step), run_dir)  # every rank stops if any saw NaN
         now, n = time.perf_counter(), st.step - st.interval_start
         log.write(
             {
@@ -176,6 +186,9 @@ def _train(
             segment_start = time.perf_counter()
             for ids in order[st.batch : end_batch]:
                 if interrupt.requested:  # Ctrl-C: stop at a step boundary, so that last.pt is consistent
+                    # No collective here: under DDP the ranks may notice Ctrl-C a step apart, and mismatched
+                    # collectives would hang. The saved interval loss is this rank's (only the first logged
+                    # loss after a DDP resume is approximate).
                     check_finite(bad_step, run_dir)
                     st.interval_loss = float(interval_loss.item())
                     checkpoint(LAST)

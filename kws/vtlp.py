@@ -11,30 +11,35 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kws.audio import SAMPLE_RATE
 from kws.perturb import chosen
 
 BOUNDARY_HZ = 4800.0  # Jaitly & Hinton's F_hi at 16 kHz: the warp is linear up to about here
 
 
-def warp_frequencies(freqs_hz: Tensor, alpha: Tensor, nyquist_hz: float) -> Tensor:
-    """`(n_freqs,)` frequencies, `(batch,)` factors -> `(batch, n_freqs)` warped (alpha 1: unchanged)."""
+def warp_frequencies(
+    freqs_hz: Tensor, alpha: Tensor, nyquist_hz: float, boundary_hz: float = BOUNDARY_HZ
+) -> Tensor:
+    """`(n_freqs,)` frequencies, `(batch,)` factors -> `(batch, n_freqs)` warped (alpha 1: unchanged); 0 and
+    `nyquist_hz` stay fixed. Any unit works (Hz, FFT bins) as long as all three share it."""
     f = freqs_hz[None, :]
     a = alpha[:, None].to(f.dtype)
-    knee = BOUNDARY_HZ * torch.clamp(a, max=1.0) / a
-    upper = nyquist_hz - (nyquist_hz - BOUNDARY_HZ * torch.clamp(a, max=1.0)) / (nyquist_hz - knee) * (
+    knee = boundary_hz * torch.clamp(a, max=1.0) / a
+    upper = nyquist_hz - (nyquist_hz - boundary_hz * torch.clamp(a, max=1.0)) / (nyquist_hz - knee) * (
         nyquist_hz - f
     )
     return torch.where(f <= knee, f * a, upper)
 
 
-def warped_filterbanks(fb: Tensor, alpha: Tensor) -> Tensor:
+def warped_filterbanks(fb: Tensor, alpha: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
     """`fb` `(n_freqs, n_mels)` (linear-frequency bins 0..Nyquist, torchaudio's layout), `(batch,)` factors
     -> `(batch, n_freqs, n_mels)`: bin k feeds filter m with weight fb_m(warp(f_k)), by linear interpolation
     between bins. alpha = 1 gives `fb` exactly."""
     n_freqs = fb.shape[0]
     bins = torch.arange(n_freqs, device=fb.device, dtype=fb.dtype)
-    # work in units of bins: Nyquist is bin n_freqs - 1
-    pos = warp_frequencies(bins, alpha.to(fb.device), float(n_freqs - 1)).clamp(0, n_freqs - 1)
+    # work in units of bins: Nyquist (sample_rate / 2) is bin n_freqs - 1, and so is the boundary expressed
+    boundary = BOUNDARY_HZ / (sample_rate / 2) * (n_freqs - 1)
+    pos = warp_frequencies(bins, alpha.to(fb.device), float(n_freqs - 1), boundary).clamp(0, n_freqs - 1)
     left = pos.floor().long().clamp(max=n_freqs - 1)
     right = (left + 1).clamp(max=n_freqs - 1)
     frac = (pos - left.to(fb.dtype))[..., None]

@@ -115,3 +115,23 @@ def test_rng_state_round_trips_every_generator(tmp_path: Path) -> None:
     assert torch.equal(expected[0], again[0])
     np.testing.assert_array_equal(expected[1], again[1])
     assert expected[2] == again[2]
+
+
+def test_rng_state_leaves_cuda_alone_off_cuda_and_loads_old_checkpoints() -> None:
+    state = rng_state(torch.device("cpu"))
+    assert state["cuda"] is None  # no CUDA context for a CPU run, even on a GPU machine
+    expected = torch.rand(3)
+    del state["cuda"]  # a checkpoint without the key
+    set_rng_state(state, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+    set_rng_state({**state, "cuda": []}, torch.device("cpu"))  # the older per-GPU list
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_rng_state_round_trips_the_training_gpu() -> None:
+    device = torch.device("cuda", 0)
+    state = rng_state(device)
+    expected = torch.rand(3, device=device)
+    set_rng_state(state, device)
+    assert torch.equal(torch.rand(3, device=device), expected)

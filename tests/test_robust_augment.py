@@ -19,7 +19,7 @@ from kws.features import FeatureExtractor
 from kws.noise_mix import crop_noise, draw_noise, load_noise_bank, mix_at_snr
 from kws.perturb import apply_gain, apply_speed, draw_gain, draw_speed, fast_fft_size
 from kws.room import apply_room, draw_room, impulse_responses, measured_rt60
-from kws.vtlp import warp_factors, warped_filterbanks
+from kws.vtlp import BOUNDARY_HZ, warp_factors, warp_frequencies, warped_filterbanks
 from kws.wave_stages import WaveStages
 
 SR = 16_000
@@ -156,6 +156,27 @@ def test_noise_mix_snr_within_drawn_range(noise_dir: Path) -> None:
     assert torch.allclose(one, mixed[2:3])
 
 
+def test_noise_crops_longer_than_a_recording_loop_inside_it(tmp_path: Path) -> None:
+    # a 1 s recording (silence) beside a 3 s one (loud): 1.5 s crops of the first must stay silent
+    write_wav(tmp_path / "a.wav", np.zeros(SR, dtype=np.int16))
+    write_wav(tmp_path / "b.wav", np.full(3 * SR, 20000, dtype=np.int16))
+    bank, starts, lengths_bank = load_noise_bank(tmp_path, SR)
+    width = 3 * SR // 2
+    draw = draw_noise(16, 2, (0.0, 20.0), 1.0, torch.device("cpu"), gen(0))
+    noise = crop_noise(bank, starts, lengths_bank, draw, width)
+    assert noise.shape == (16, width)
+    assert (noise[draw.recording == 0] == 0).all() and (noise[draw.recording == 1] != 0).all()
+    # a real 1 s noise, 1.5 s clips: the mix still lands at the drawn SNR
+    write_wav(tmp_path / "a.wav", (np.random.default_rng(0).standard_normal(SR) * 3000).astype(np.int16))
+    bank, starts, lengths_bank = load_noise_bank(tmp_path, SR)
+    audio, lengths = speechy(16, width), torch.full((16,), width)
+    noise = crop_noise(bank, starts, lengths_bank, draw, width)
+    added = mix_at_snr(audio, lengths, noise, draw.snr_db, draw.active) - audio
+    snr = 10 * torch.log10(audio.square().sum(1) / added.square().sum(1))
+    assert torch.allclose(snr, draw.snr_db, atol=1e-3)
+    assert float(snr.min()) >= -1e-3 and float(snr.max()) <= 20 + 1e-3
+
+
 def test_noise_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_noise_bank(tmp_path / "missing", SR)
@@ -253,6 +274,25 @@ def test_vtlp_moves_a_tone_in_the_direction_of_the_warp() -> None:
     k = round(1000 / (SR / 2) * (fb.shape[0] - 1))
     peaks = banks[:, k, :].argmax(-1)
     assert peaks[0] < peaks[1] < peaks[2]
+
+
+def test_vtlp_keeps_energy_in_every_mel_band() -> None:
+    fb = FeatureExtractor(FeaturesConfig()).mfcc.fb
+    unwarped = fb.sum(0)
+    banks = warped_filterbanks(fb, torch.tensor([0.85, 1.0, 1.15]))
+    for bank in banks:
+        sums = bank.sum(0)
+        assert (sums > 0).all()
+        assert ((sums > unwarped / 2) & (sums < unwarped * 2)).all()
+
+
+def test_vtlp_warp_keeps_zero_and_nyquist_fixed() -> None:
+    alpha = torch.tensor([0.85, 1.0, 1.15])
+    warped = warp_frequencies(torch.tensor([0.0, BOUNDARY_HZ / 2, SR / 2]), alpha, SR / 2)
+    assert torch.allclose(warped[:, 0], torch.zeros(3)) and torch.allclose(
+        warped[:, 2], torch.full((3,), SR / 2)
+    )
+    assert torch.allclose(warped[:, 1], alpha * BOUNDARY_HZ / 2)  # linear below the knee
 
 
 # ------------------------------------------------------------------ config

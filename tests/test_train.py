@@ -228,6 +228,14 @@ def test_corrupt_last_checkpoint_is_a_clear_error(data: dict[str, Path], tmp_pat
     )
 
 
+def test_resume_with_another_batch_size_is_a_clear_error(data: dict[str, Path], tmp_path: Path) -> None:
+    cfg = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", max_steps=1)
+    train(cfg, tmp_path / "run")
+    other = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", max_steps=2, batch_size=8)
+    with pytest.raises(CheckpointError, match=r"written by 1 processes with batch 16.*same --nproc_per_node"):
+        train(other, tmp_path / "run", resume=True)
+
+
 def test_missing_manifest_and_missing_clip_are_named(data: dict[str, Path], tmp_path: Path) -> None:
     proc = kws(
         "train", "--config", SMOKE, "--train-manifest", tmp_path / "nope.json", "--run-dir", "r", cwd=tmp_path
