@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from kws.errors import ArchiveError, DataError
+from kws.files import ensure_folder
 from kws.progress import byte_progress
 
 COPY_BUFFER = 1 << 20  # bytes
@@ -43,16 +44,7 @@ def extract_tar(archive: Path, dest: Path) -> Path:
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         raise DataError(f"{dest} already exists; remove it to extract {archive.name} again")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # --data-root is a file, or a folder we may not write to
-        why = (
-            "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
-        )
-        raise DataError(
-            f"cannot create the folder {dest.parent} to extract {archive.name} ({why or exc}); "
-            "check --data-root: it must be a folder you can write to"
-        ) from None
+    ensure_folder(dest.parent, f"to extract {archive.name}", DataError)
     for stale in dest.parent.glob(f".{dest.name}.extract-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.extract-{os.getpid()}"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kws import __version__
 from kws.errors import DownloadError
+from kws.files import ensure_folder
 from kws.progress import byte_progress
 
 CHUNK = 1 << 16  # bytes per read
@@ -47,16 +48,7 @@ def download(
     On a checksum mismatch the download is deleted; on a network error the `.part` file is kept."""
     dest = Path(dest)
     part = partial_path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # --data-root is a file, or a folder we may not write to
-        why = (
-            "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
-        )
-        raise DownloadError(
-            f"cannot create the folder {dest.parent} for {dest.name} ({why or exc}); "
-            "check --data-root: it must be a folder you can write to"
-        ) from None
+    ensure_folder(dest.parent, f"for {dest.name}", DownloadError)
     offset = part.stat().st_size if part.is_file() else 0
     response = _open(url, offset, timeout_s)
     if response is None:  # 416: the partial file does not fit the remote one; start over

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kws.errors import KWSError
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -33,3 +35,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def ensure_folder(folder: Path, purpose: str, error: type[KWSError]) -> None:
+    """Create `folder` (and its parents), or raise `error` naming it and `purpose` in one line."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --data-root is a file, or a folder we may not write to
+        in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
+        why = "a file is in the way" if in_the_way else exc.strerror
+        raise error(
+            f"cannot create the folder {folder} {purpose} ({why or exc}); "
+            "check --data-root: it must be a folder you can write to"
+        ) from None
