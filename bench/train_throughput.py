@@ -12,6 +12,7 @@ Full training steps (augmentation + features + forward + backward + Novograd) of
     python bench/train_throughput.py                          # CPU, kws vs baseline
     python bench/train_throughput.py --device cuda --precision bf16
     python bench/train_throughput.py --device cuda --precision bf16 --epoch-clips 51088   # one v1-sized epoch
+    python bench/train_throughput.py --skip-baseline --profile 5     # where a kws step spends its time
 
 Synthetic 1 s clips (tones in noise, 30 labels) are written to a temporary folder. Not a test.
 """
@@ -295,6 +296,17 @@ def time_one_epoch(cfg: Config, manifest: Path, run_dir: Path) -> None:
     )
 
 
+def profile_steps(loop: KwsLoop | BaselineLoop, n: int, device: torch.device) -> None:
+    """Where a kws training step spends its time: torch.profiler's operator table over `n` steps."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        loop.run(n)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=20))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -312,6 +324,9 @@ def main() -> None:
         type=int,
         default=None,
         help="also time one epoch of this many clips through `kws train` (51088 = v1)",
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="also print torch.profiler's table of N kws steps"
     )
     args = parser.parse_args()
 
@@ -350,6 +365,8 @@ def main() -> None:
         if "baseline" in rates:
             ratio = statistics.median(rates["kws"]) / statistics.median(rates["baseline"])
             print(f"ratio:    {ratio:8.2f}x")
+        if args.profile:
+            profile_steps(loops["kws"], args.profile, device)
         if args.epoch_clips:
             epoch_manifest = make_dataset(
                 folder / "epoch", min(args.clips, args.epoch_clips), args.epoch_clips
