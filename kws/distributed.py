@@ -8,6 +8,7 @@ when training on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -89,6 +90,9 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
+    # The CPU path's depthwise weights (c, 1, k) get gradients whose stride differs from the bucket's only
+    # in the size-1 dimension: the same memory order, so DDP's warning about it means nothing here.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(model, device_ids=device_ids)
 
 

@@ -50,7 +50,11 @@ def train(
     device = pick_device(cfg.trainer.device)
     distributed.init(device.type)
     try:
-        return _train(cfg, Path(run_dir), device, resume, on_step, started)
+        result = _train(cfg, Path(run_dir), device, resume, on_step, started)
+        # Rank 0 still writes checkpoints and curves after the others are done; tearing the gloo group
+        # down under it can abort a process ("terminate called without an active exception").
+        distributed.barrier()
+        return result
     finally:
         distributed.destroy()
 
