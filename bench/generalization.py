@@ -20,10 +20,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from other_synth import make_test_set
 
 from kws.audio import CLIP_SAMPLES, read_wav
 from kws.checkpoint import load_for_inference
@@ -59,9 +63,13 @@ def in_domain_test(sid: str, share: float) -> bool:
 
 
 def write_split(
-    dataset: Path, out: Path, held_accents: set[str], held_families: set[str], test_share: float, seed: int
+    dataset: Path,
+    out: Path,
+    held_accents: set[str],
+    held_families: set[str],
+    test_share: float,
+    families: dict[str, tuple[str, str]],
 ) -> dict[str, Path]:
-    families = speaker_families(dataset, seed)
     entries = [
         e
         for name in ("train", "validation", "test")
@@ -107,11 +115,12 @@ def bench_config(
 
 
 @torch.no_grad()
-def accuracy(checkpoint: Path, manifest: Path, device: torch.device, batch: int = 256) -> float:
+def correct(checkpoint: Path, manifest: Path, device: torch.device, batch: int = 256) -> list[bool]:
+    """Whether the checkpoint's prediction is right, clip by clip, in manifest order."""
     loaded = load_for_inference(checkpoint, device)
     index = {label: i for i, label in enumerate(loaded.labels)}
     entries = read_manifest(manifest)
-    correct = 0
+    right: list[bool] = []
     for start in range(0, len(entries), batch):
         chunk = entries[start : start + batch]
         audio = np.zeros((len(chunk), CLIP_SAMPLES), dtype=np.float32)
@@ -125,8 +134,70 @@ def accuracy(checkpoint: Path, manifest: Path, device: torch.device, batch: int 
         )
         predicted = loaded.model(feats, feat_lengths).argmax(1).cpu()
         targets = torch.tensor([index[e.label] for e in chunk])
-        correct += int((predicted == targets).sum())
-    return correct / len(entries)
+        right += (predicted == targets).tolist()
+    return right
+
+
+def by_group(manifest: Path, right: list[bool], group_of: Callable[[Entry], str]) -> dict[str, float]:
+    """Accuracy per group (voice family, flite voice) of the clips in `manifest`."""
+    hits: dict[str, list[bool]] = {}
+    for e, ok in zip(read_manifest(manifest), right, strict=True):
+        hits.setdefault(group_of(e), []).append(ok)
+    return {group: sum(v) / len(v) for group, v in sorted(hits.items())}
+
+
+def score(checkpoint: Path, tests: dict[str, TestSet], device: torch.device) -> dict[str, dict[str, Any]]:
+    """Accuracy of `checkpoint` on every test set, with its per-group breakdown."""
+    scores = {}
+    for name, test in tests.items():
+        right = correct(checkpoint, test.manifest, device)
+        groups = by_group(test.manifest, right, test.group_of)
+        scores[name] = {"accuracy": sum(right) / len(right), "groups": groups}
+    return scores
+
+
+@dataclass(frozen=True)
+class TestSet:
+    label: str
+    manifest: Path
+    group_of: Callable[[Entry], str]
+
+
+def flite_voice(entry: Entry) -> str:
+    return "flite " + speaker_of(entry).split("_")[1]
+
+
+def test_sets(
+    manifests: dict[str, Path], families: dict[str, tuple[str, str]], flite: Path | None
+) -> dict[str, TestSet]:
+    def family(entry: Entry) -> str:
+        return families[speaker_of(entry)][1]
+
+    tests = {
+        "in_domain": TestSet("in-domain", manifests["in_domain"], family),
+        "held_out": TestSet("held-out espeak-ng voices", manifests["held_out"], family),
+    }
+    if flite is not None:
+        tests["other_synth"] = TestSet("held-out synthesizer (flite)", flite, flite_voice)
+    return tests
+
+
+def print_table(rows: dict[str, dict[str, Any]], tests: dict[str, TestSet]) -> None:
+    ex, ro = rows["exact"]["scores"], rows["robust"]["scores"]
+
+    def line(label: str, e: float, r: float) -> None:
+        print(f"{label:32s}{100 * e:9.1f}%{100 * r:9.1f}%{100 * (r - e):+9.1f}")
+
+    print(f"{'':32s}{'exact':>10s}{'robust':>10s}{'delta':>10s}")
+    for name, test in tests.items():
+        if name not in ex or name not in ro:
+            continue
+        line(test.label, ex[name]["accuracy"], ro[name]["accuracy"])
+        if name != "in_domain":
+            for group, e_acc in ex[name]["groups"].items():
+                line(f"  {group}", e_acc, ro[name]["groups"].get(group, float("nan")))
+    e_rate, r_rate = rows["exact"]["clips_per_s"], rows["robust"]["clips_per_s"]
+    print(f"{'train clips/s':32s}{e_rate:10.1f}{r_rate:10.1f}{-100 * (1 - r_rate / e_rate):+9.1f}%")
 
 
 def interleaved_step_s(exact: Config, robust: Config, n_steps: int, n_labels: int) -> tuple[float, float]:
@@ -190,6 +261,12 @@ def main() -> None:
         type=Path,
         help="reuse the exact recipe's row of an earlier --json (same steps and seed)",
     )
+    ap.add_argument(
+        "--other-synth-speakers",
+        type=int,
+        default=40,
+        help="flite speakers of the held-out-synthesizer test set (needs `apt-get install flite`; 0: none)",
+    )
     ap.add_argument("--timing-steps", type=int, default=20, help="interleaved steps for the per-step speed")
     ap.add_argument("--timing-only", action="store_true", help="only the interleaved per-step timing")
     args = ap.parse_args()
@@ -215,12 +292,19 @@ def main() -> None:
         return
     held_accents = {a for a in args.held_accents.split(",") if a}
     held_families = {f for f in args.held_families.split(",") if f}
+    families = speaker_families(dataset, args.seed)
     manifests = write_split(
-        dataset, args.out / "manifests", held_accents, held_families, args.test_share, args.seed
+        dataset, args.out / "manifests", held_accents, held_families, args.test_share, families
     )
 
+    flite = None
+    if args.other_synth_speakers:
+        words = sorted({e.label.replace("_", " ") for e in read_manifest(manifests["in_domain"])})
+        flite = make_test_set(words, args.other_synth_speakers, args.out / "flite", args.seed)
+    tests = test_sets(manifests, families, flite)
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     if args.exact_result:
         earlier = json.loads(args.exact_result.read_text(encoding="utf-8"))
         if (earlier["steps"], earlier["seed"]) != (args.steps, args.seed):
@@ -232,27 +316,22 @@ def main() -> None:
         cfg = bench_config(path, manifests["train"], dataset, args.steps, args.seed, args.out / "cache")
         run_dir = args.out / f"run_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
         result = train(cfg, run_dir)
-        ckpt = result.checkpoints["last"]
         rows[name] = {
             "config": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-            "in_domain": accuracy(ckpt, manifests["in_domain"], device),
-            "held_out": accuracy(ckpt, manifests["held_out"], device),
+            "scores": score(result.checkpoints["last"], tests, device),
             "steps": result.steps,
             "clips_per_s": result.clips_per_s,
             "train_s": result.train_s,
         }
         print(json.dumps({name: rows[name]}))
 
-    ex, ro = rows["exact"], rows["robust"]
     print()
     print(f"dataset {dataset}; held out: accents {sorted(held_accents)}, families {sorted(held_families)}")
+    if flite is not None:
+        print(f"other synthesizer: {flite} ({args.other_synth_speakers} flite speakers)")
     batch = load_config(args.exact).trainer.batch_size
     print(f"seed {args.seed}, {args.steps} steps of batch {batch}, device {device}")
-    print(f"{'':22s}{'exact':>10s}{'robust':>10s}{'delta':>10s}")
-    for key, label in (("in_domain", "in-domain accuracy"), ("held_out", "held-out accuracy")):
-        print(f"{label:22s}{100 * ex[key]:9.1f}%{100 * ro[key]:9.1f}%{100 * (ro[key] - ex[key]):+9.1f}")
-    drop = 1 - ro["clips_per_s"] / ex["clips_per_s"]
-    print(f"{'train clips/s':22s}{ex['clips_per_s']:10.1f}{ro['clips_per_s']:10.1f}{-100 * drop:+9.1f}%")
+    print_table(rows, tests)
     if args.json:
         args.json.write_text(json.dumps({"seed": args.seed, "steps": args.steps, "runs": rows}, indent=1))
 

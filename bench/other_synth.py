@@ -1,0 +1,122 @@
+"""Held-out test speech from a second synthesizer, flite, for bench/generalization.py (issue 7).
+
+espeak-ng stays the only synthesizer of kws's data source; this is test data only. A model trained on
+espeak-ng speech meets voices here that no espeak-ng setting makes: flite's diphone voice (kal, at 8 and
+16 kHz) and its clustergen voices recorded from people (awb: Scottish male, rms: US male, slt: US female).
+Each "speaker" is a reproducible draw of voice, tempo and (for the diphone voices, the only ones that honour
+it) pitch; clips are trimmed, fitted into one second and placed like the TTS source's clips.
+
+    apt-get install flite
+    python bench/other_synth.py --words yes,no,up --speakers 40 --out /tmp/flite_test
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kws.audio import CLIP_SAMPLES, float_to_int16, write_wav
+from kws.manifest import Entry, write_manifest
+from kws.tts import fade, fit_to_clip, parse_words, trim_silence, word_folder
+from kws.voices import Draw
+
+FLITE = "flite"
+VOICES = ("kal", "kal16", "awb", "rms", "slt")
+DIPHONE = ("kal", "kal16")  # the voices whose pitch flite's int_f0_target_mean sets
+TEMPO = (0.8, 1.3)  # duration_stretch: > 1 is slower
+F0_HZ = (70.0, 170.0)
+PEAK_DBFS = (-20.0, -1.0)
+
+
+@dataclass(frozen=True)
+class FliteSpeaker:
+    voice: str
+    stretch: float
+    f0_hz: float | None
+
+    @property
+    def id(self) -> str:
+        pitch = f"_f0{self.f0_hz:.0f}" if self.f0_hz is not None else ""
+        return f"flite_{self.voice}_s{self.stretch:.2f}{pitch}".replace(".", "p")
+
+
+def draw_speakers(n: int, seed: int) -> list[FliteSpeaker]:
+    """`n` speakers, the voices taken in turn so that each is about equally common."""
+    speakers = []
+    for i in range(n):
+        draw = Draw(f"flite/{seed}/{i}")
+        voice = VOICES[i % len(VOICES)]
+        f0 = round(draw.uniform("f0", *F0_HZ)) if voice in DIPHONE else None
+        speakers.append(FliteSpeaker(voice, round(draw.uniform("stretch", *TEMPO), 2), f0))
+    return speakers
+
+
+def speak(speaker: FliteSpeaker, word: str) -> tuple[np.ndarray, int]:
+    """flite's float samples and rate for `word`."""
+    cmd = [FLITE, "-voice", speaker.voice, "--setf", f"duration_stretch={speaker.stretch}"]
+    if speaker.f0_hz is not None:
+        cmd += ["--setf", f"int_f0_target_mean={speaker.f0_hz}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speech.wav"
+        subprocess.run([*cmd, "-t", word, "-o", str(out)], check=True, capture_output=True)
+        audio, rate = sf.read(out, dtype="float64")
+    return audio, int(rate)
+
+
+def render(speaker: FliteSpeaker, word: str, seed: int) -> np.ndarray:
+    """int16 `(CLIP_SAMPLES,)`: the trimmed word at a random level and offset in one second of silence."""
+    audio, rate = speak(speaker, word)
+    speech = fade(fit_to_clip(trim_silence(audio, rate), rate))
+    draw = Draw(f"flite/{seed}/{speaker.id}/{word}")
+    speech *= 10 ** (draw.uniform("peak_dbfs", *PEAK_DBFS) / 20) / max(float(np.abs(speech).max()), 1e-9)
+    clip = np.zeros(CLIP_SAMPLES)
+    offset = draw.integer("offset", 0, CLIP_SAMPLES - len(speech))
+    clip[offset : offset + len(speech)] = speech
+    return float_to_int16(clip)
+
+
+def make_test_set(words: list[str], n_speakers: int, out: Path, seed: int = 0, workers: int = 2) -> Path:
+    """Write `out/<word>/<speaker>_nohash_0.wav` for every word and speaker, and `out/test_manifest.json`."""
+    if shutil.which(FLITE) is None:
+        raise SystemExit("flite is not installed: apt-get install flite (or leave out --other-synth)")
+    jobs = [
+        (s, w, out / word_folder(w) / f"{s.id}_nohash_0.wav")
+        for s in draw_speakers(n_speakers, seed)
+        for w in words
+    ]
+
+    def one(job: tuple[FliteSpeaker, str, Path]) -> Entry:
+        speaker, word, path = job
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_wav(path, render(speaker, word, seed))
+        return Entry(str(path), CLIP_SAMPLES / 16000, word_folder(word))
+
+    with ThreadPoolExecutor(workers) as pool:  # flite runs as a subprocess: threads are enough
+        entries = list(pool.map(one, jobs))
+    manifest = out / "test_manifest.json"
+    write_manifest(manifest, entries)
+    return manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--words", required=True)
+    ap.add_argument("--speakers", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    manifest = make_test_set(parse_words(args.words), args.speakers, args.out, args.seed)
+    print(f"wrote {manifest}")
+
+
+if __name__ == "__main__":
+    main()
