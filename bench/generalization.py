@@ -2,11 +2,15 @@
 
 On a TTS dataset made by `kws prepare --dataset tts`, whole voice families are held out: speakers whose
 espeak-ng accent or variant family is in the held-out lists never reach training. The remaining ("seen")
-speakers are split by a hash of their id into training speakers and in-domain test speakers. Both recipes
-train for the same number of steps with the same seed, then are scored on both test sets.
+speakers are split by a hash of their id into training speakers and in-domain test speakers. A third test
+set holds the same words spoken by a second synthesizer, flite (bench/other_synth.py): voices no espeak-ng
+setting makes, the nearest this machine has to real people. Both recipes train for the same number of steps
+with the same seed, then are scored on all three test sets, each broken down by voice family or flite voice.
 
     python bench/generalization.py --dataset data/tts_keywords --steps 300
     python bench/generalization.py --make --data-root /tmp/kws_gen --speakers 300 --steps 300
+    python bench/generalization.py --dataset data/tts_keywords --steps 1200 \
+        --exact-result earlier.json --robust-set features.vtlp_prob=1.0   # try a variant of the robust one
 
 Speaker metadata comes from the dataset's speakers.json, or, for a dataset made before that file existed,
 from re-drawing the speakers with kws.voices.draw_speakers (the ids are checked against the clips).
@@ -20,7 +24,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,9 +100,15 @@ def write_split(
 
 
 def bench_config(
-    path: Path, train_manifest: Path, dataset: Path, steps: int, seed: int, cache: Path
+    path: Path,
+    train_manifest: Path,
+    dataset: Path,
+    steps: int,
+    seed: int,
+    cache: Path,
+    extra: Sequence[str] = (),
 ) -> Config:
-    cfg = load_config(path)
+    cfg = apply_overrides(load_config(path), list(extra))
     overrides = [
         f"data.train_manifest={train_manifest}",
         "data.val_manifests=[]",
@@ -254,6 +264,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact", type=Path, default=EXACT)
     ap.add_argument("--robust", type=Path, default=ROBUST)
+    ap.add_argument(
+        "--robust-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the robust config (repeatable), e.g. features.vtlp_range=[0.8,1.25]",
+    )
     ap.add_argument("--out", type=Path, default=Path("/tmp/kws_generalization"))
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument(
@@ -280,8 +297,8 @@ def main() -> None:
     dataset = dataset.resolve()
     if args.timing_only:
         cfgs = [
-            bench_config(p, Path("unused"), dataset, 1, args.seed, args.out)
-            for p in (args.exact, args.robust)
+            bench_config(p, Path("unused"), dataset, 1, args.seed, args.out, extra)
+            for p, extra in ((args.exact, []), (args.robust, args.robust_set))
         ]
         ex_s, ro_s = interleaved_step_s(*cfgs, args.timing_steps, n_labels=len(args.words.split(",")))
         slower = 100 * (1 - ex_s / ro_s)
@@ -304,20 +321,31 @@ def main() -> None:
     tests = test_sets(manifests, families, flite)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    setting = {
+        "dataset": str(dataset),
+        "held_accents": sorted(held_accents),
+        "held_families": sorted(held_families),
+        "other_synth_speakers": args.other_synth_speakers,
+        "seed": args.seed,
+        "steps": args.steps,
+    }
     rows: dict[str, dict[str, Any]] = {}
     if args.exact_result:
         earlier = json.loads(args.exact_result.read_text(encoding="utf-8"))
-        if (earlier["steps"], earlier["seed"]) != (args.steps, args.seed):
-            raise SystemExit(f"{args.exact_result} has other steps/seed than this run")
+        if {k: earlier.get(k) for k in setting} != setting:
+            raise SystemExit(f"{args.exact_result} was measured with other settings than {setting}")
         rows["exact"] = earlier["runs"]["exact"]
     for name, path in (("exact", args.exact), ("robust", args.robust)):
         if name in rows:
             continue
-        cfg = bench_config(path, manifests["train"], dataset, args.steps, args.seed, args.out / "cache")
+        extra = args.robust_set if name == "robust" else []
+        cache = args.out / "cache"
+        cfg = bench_config(path, manifests["train"], dataset, args.steps, args.seed, cache, extra)
         run_dir = args.out / f"run_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
         result = train(cfg, run_dir)
         rows[name] = {
             "config": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+            "overrides": extra,
             "scores": score(result.checkpoints["last"], tests, device),
             "steps": result.steps,
             "clips_per_s": result.clips_per_s,
@@ -333,7 +361,7 @@ def main() -> None:
     print(f"seed {args.seed}, {args.steps} steps of batch {batch}, device {device}")
     print_table(rows, tests)
     if args.json:
-        args.json.write_text(json.dumps({"seed": args.seed, "steps": args.steps, "runs": rows}, indent=1))
+        args.json.write_text(json.dumps({**setting, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":

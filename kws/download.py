@@ -3,7 +3,9 @@
 Bytes go to `<dest>.part`; only a complete, verified file is renamed to `dest`. An interrupted download
 leaves the `.part` file, and the next call asks the server for the rest (`Range: bytes=N-`); a server that
 ignores Range answers with the whole file (200), and the download restarts from the first byte; a 206 that
-starts at another byte than the one asked for is discarded and the whole file asked for again.
+starts at another byte than the one asked for is discarded and the whole file asked for again. A `.part`
+file that already holds every byte (the server answers 416 with `Content-Range: bytes */<its size>`) is
+verified and renamed without fetching anything.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ def download(
     part = partial_path(dest)
     ensure_folder(dest.parent, f"for {dest.name}", DownloadError)
     offset = part.stat().st_size if part.is_file() else 0
-    response = _open(url, offset, timeout_s)
-    if response is None:  # 416: the partial file does not fit the remote one; start over
-        part.unlink()
+    try:
+        response = _open(url, offset, timeout_s)
+    except _NotSatisfiable as exc:
+        if exc.total == offset:  # every byte arrived before an earlier run stopped: only verify and rename
+            return _finish(url, dest, _hash_prefix(part, offset), expected_sha256, offset, restarted=False)
+        part.unlink()  # the partial file does not fit the remote one: start over
         offset, response = 0, _open(url, 0, timeout_s)
-        assert response is not None
     restarted = False
     start = _first_byte(response)
     if start != offset:
@@ -62,7 +66,6 @@ def download(
         if start != 0:  # a 206 for other bytes than those asked for: ask again for the whole file
             response.close()
             response = _open(url, 0, timeout_s)
-            assert response is not None
             if _first_byte(response) != 0:
                 response.close()
                 raise DownloadError(
@@ -98,6 +101,14 @@ def download(
                 bar.advance(task, len(chunk))
     if total is not None and done < total:
         raise _stopped(url, done, total, "connection closed")
+    return _finish(url, dest, digest, expected_sha256, offset, restarted)
+
+
+def _finish(
+    url: str, dest: Path, digest: hashlib._Hash, expected_sha256: str | None, offset: int, restarted: bool
+) -> Download:
+    """Check the complete `.part` file's digest, then rename it to `dest` (or delete it on a mismatch)."""
+    part = partial_path(dest)
     sha256 = digest.hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         part.unlink()
@@ -110,8 +121,16 @@ def download(
     return Download(dest, sha256, resumed_from=offset, restarted=restarted)
 
 
-def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse | None:
-    """Send the GET (with `Range` when resuming); None when the server says the range is not satisfiable."""
+class _NotSatisfiable(Exception):
+    """HTTP 416 to a resumed request; `total` is the remote size from `Content-Range: bytes */N`, if sent."""
+
+    def __init__(self, total: int | None) -> None:
+        super().__init__(total)
+        self.total = total
+
+
+def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse:
+    """Send the GET (with `Range` when resuming); _NotSatisfiable when the server answers 416."""
     headers = {"User-Agent": f"kws/{__version__}"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -121,7 +140,8 @@ def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse |
         return response
     except urllib.error.HTTPError as exc:
         if exc.code == HTTP_RANGE_NOT_SATISFIABLE and offset:
-            return None
+            match = re.fullmatch(r"bytes \*/(\d+)", (exc.headers.get("Content-Range") or "").strip())
+            raise _NotSatisfiable(int(match.group(1)) if match else None) from None
         raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}; check --url") from None
     except urllib.error.URLError as exc:
         raise DownloadError(

@@ -87,8 +87,30 @@ def test_a_data_root_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
 def test_a_partial_file_longer_than_the_remote_one_starts_over(server: LocalServer, tmp_path: Path) -> None:
     dest = tmp_path / "data.tar.gz"
     partial_path(dest).write_bytes(PAYLOAD + b"junk")  # the server answers 416
-    download(server.url("data.tar.gz"), dest, expected_sha256=SHA)
-    assert dest.read_bytes() == PAYLOAD
+    result = download(server.url("data.tar.gz"), dest, expected_sha256=SHA)
+    assert server.range_headers() == [f"bytes={len(PAYLOAD) + 4}-"]
+    assert dest.read_bytes() == PAYLOAD and result.resumed_from == 0
+
+
+def test_a_complete_partial_file_is_verified_and_renamed_without_downloading_again(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "data.tar.gz"
+    partial_path(dest).write_bytes(PAYLOAD)  # an earlier run stopped after the last byte, before the rename
+    result = download(server.url("data.tar.gz"), dest, expected_sha256=SHA)
+    assert server.range_headers() == [f"bytes={len(PAYLOAD)}-"], "one request, answered 416, nothing fetched"
+    assert result.resumed_from == len(PAYLOAD) and result.sha256 == SHA
+    assert dest.read_bytes() == PAYLOAD and not partial_path(dest).exists()
+
+
+def test_a_complete_partial_file_with_the_wrong_checksum_is_deleted(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "data.tar.gz"
+    partial_path(dest).write_bytes(os.urandom(len(PAYLOAD)))  # the right size, other bytes
+    with pytest.raises(DownloadError, match="the download was deleted"):
+        download(server.url("data.tar.gz"), dest, expected_sha256=SHA)
+    assert not partial_path(dest).exists() and not dest.exists()
 
 
 def test_checksum_mismatch_keeps_nothing(server: LocalServer, tmp_path: Path) -> None:
