@@ -265,7 +265,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except KWSError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if exc.from_rank is None:  # a DDP process raising another process's error: that one prints it
+            typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kws.errors import KWSError
+
 
 def env_world_size() -> int:
     """World size from the launcher's environment (1 without torchrun), usable before `init`."""
@@ -104,19 +106,51 @@ def destroy() -> None:
 T = TypeVar("T")
 
 
+def agree(error: KWSError | None) -> None:
+    """A barrier that also shares failures: when any process passes an error, every process raises one.
+
+    Without it a process that stops alone (a run dir it refuses, a bad clip) leaves the others waiting at the
+    next collective until the process group times out, which across nodes can be half an hour. The process
+    that failed raises its own error; the others raise the first error by rank, marked with `from_rank` so
+    that the CLI prints it once (on the process that had it)."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    errors: list[KWSError | None] = [None] * world_size()
+    dist.all_gather_object(errors, error)
+    if error is not None:
+        raise error
+    for source, other in enumerate(errors):
+        if other is not None:
+            other.from_rank = source
+            raise other
+
+
+def run_where(should_run: bool, fn: Callable[[], T]) -> T | None:
+    """`fn()` on the processes where `should_run` (None elsewhere), then `agree` on its KWSError, if any."""
+    result, error = None, None
+    if should_run:
+        try:
+            result = fn()
+        except KWSError as exc:
+            error = exc
+    agree(error)
+    return result
+
+
 def in_turn(fn: Callable[[], T]) -> T:
     """Run `fn` on rank 0 first, then on the first process of every other node, then on the rest.
 
     For work that fills a cache on first use (the packed datasets): rank 0 builds it; on a shared file system
-    the others find it ready, and on node-local disks each node builds its own copy once."""
+    the others find it ready, and on node-local disks each node builds its own copy once. A KWSError in any
+    turn stops every process (`agree`)."""
     if not is_distributed():
         return fn()
     first_of_node = local_rank() == 0
-    result = fn() if is_main() else None
-    barrier()
-    if first_of_node and not is_main():
-        result = fn()
-    barrier()
-    if not first_of_node:
-        result = fn()
+    result = None
+    for mine in (is_main(), first_of_node and not is_main(), not first_of_node):
+        out = run_where(mine, fn)
+        if mine:
+            result = out
     return result  # type: ignore[return-value]

@@ -4,6 +4,8 @@
 class KWSError(Exception):
     """A problem the user can fix: the message says what was expected, what was found and what to do."""
 
+    from_rank: int | None = None  # set on the copy that other processes of a DDP run raise (kws.distributed)
+
 
 class DataError(KWSError):
     """Bad or missing data: manifests, audio files, dataset trees."""

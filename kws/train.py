@@ -78,7 +78,7 @@ def _train(
     # The resolved config (absolute manifest paths, the label list) is what config.yaml and checkpoints hold.
     cfg = resolve_config(cfg)
     labels = list(cfg.data.labels or ())
-    changed = claim_run_dir(run_dir, config_to_dict(cfg), resume) if main else []
+    changed = distributed.run_where(main, lambda: claim_run_dir(run_dir, config_to_dict(cfg), resume)) or []
     if changed:
         notes.append(f"resuming with a changed config: {', '.join(changed)}")
     for note in notes:
@@ -131,11 +131,18 @@ def _train(
     global_batch = tc.batch_size * world
     log = MetricsLog(run_dir, st.step if resume else None, enabled=main)
 
-    def checkpoint(*names: str) -> None:
-        if main:
+    def checkpoint(*names: str, agreed: bool = True) -> None:
+        """Rank 0 writes `names`; with `agreed` every process then learns whether that failed (disk full)."""
+
+        def save() -> None:
             state = checkpoint_state(cfg, labels, model, optimizer, scheduler, scaler, st, world, device)
             for name in names:
                 save_checkpoint(run_dir / name, state)
+
+        if agreed:
+            distributed.run_where(main and bool(names), save)
+        elif main:
+            save()
 
     def run_validation() -> dict[str, dict[str, float]]:
         results = {
@@ -195,7 +202,7 @@ def _train(
                     # loss after a DDP resume is approximate).
                     check_finite(bad_step, run_dir)
                     st.interval_loss = float(interval_loss.item())
-                    checkpoint(LAST)
+                    checkpoint(LAST, agreed=False)
                     _say(
                         main, f"interrupted at step {st.step}: wrote {run_dir / LAST}; continue with --resume"
                     )

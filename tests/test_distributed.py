@@ -164,3 +164,77 @@ def test_torchrun_dash_m_kws_train_prints_and_writes_once(tmp_path: Path) -> Non
         "last.pt",
         "metrics.jsonl",
     ]
+
+
+# Run by torchrun: an error on one process must reach every process instead of leaving the others waiting.
+SHARER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from kws import distributed
+    from kws.errors import DataError
+
+    distributed.init("cpu")
+    rank, out = distributed.rank(), Path(sys.argv[1])
+
+    def build():
+        if rank == 0:
+            raise DataError("clip a.wav is not 16 kHz; re-encode it")
+        return "built"
+
+    def write_on_1():
+        if rank == 1:
+            raise DataError("disk full writing b.pt; free some space")
+        return rank
+
+    lines = []
+    for name, call in (("in_turn", lambda: distributed.in_turn(build)),
+                       ("run_where", lambda: distributed.run_where(True, write_on_1))):
+        try:
+            lines.append(f"{name}: returned {call()!r}")
+        except DataError as exc:
+            lines.append(f"{name}: DataError from_rank={exc.from_rank}: {exc}")
+    (out / f"rank{rank}.txt").write_text("\\n".join(lines))
+    distributed.destroy()
+    """
+)
+
+
+@pytest.mark.slow
+def test_an_error_on_one_process_stops_every_process(tmp_path: Path) -> None:
+    script = tmp_path / "sharer.py"
+    script.write_text(SHARER)
+    proc = torchrun(script, tmp_path, nproc=2, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = (tmp_path / "rank0.txt").read_text().splitlines()
+    rank1 = (tmp_path / "rank1.txt").read_text().splitlines()
+    # The process that failed raises its own error; the other raises it too, marked with where it came from.
+    assert rank0[0] == "in_turn: DataError from_rank=None: clip a.wav is not 16 kHz; re-encode it"
+    assert rank1[0] == "in_turn: DataError from_rank=0: clip a.wav is not 16 kHz; re-encode it"
+    assert rank0[1] == "run_where: DataError from_rank=1: disk full writing b.pt; free some space"
+    assert rank1[1] == "run_where: DataError from_rank=None: disk full writing b.pt; free some space"
+
+
+@pytest.mark.slow
+def test_torchrun_into_a_run_dir_of_another_run_is_one_error_line(tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "data", n_train=12, n_val=4)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("trainer: {epochs: 7}\n")  # another run's config
+    proc = torchrun(
+        "-m",
+        "kws",
+        "train",
+        "--config",
+        SMOKE,
+        "--train-manifest",
+        data["train"],
+        "--val-manifest",
+        data["validation"],
+        "--run-dir",
+        "run",
+        nproc=2,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "holds a run with another config" in errors[0], proc.stderr[-3000:]
