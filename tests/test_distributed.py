@@ -91,6 +91,12 @@ def torchrun(*args: str | Path, nproc: int, cwd: Path) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def kws_train(data: dict[str, Path]) -> list[str | Path]:
+    """`-m kws train` on the smoke config and the tiny dataset, into `run`."""
+    command: list[str | Path] = ["-m", "kws", "train", "--config", SMOKE, "--run-dir", "run"]
+    return [*command, "--train-manifest", data["train"], "--val-manifest", data["validation"]]
+
+
 @pytest.mark.slow
 def test_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     data = make_tiny_dataset(tmp_path / "data")
@@ -136,23 +142,7 @@ def test_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tmp_path: Pat
 @pytest.mark.slow
 def test_torchrun_dash_m_kws_train_prints_and_writes_once(tmp_path: Path) -> None:
     data = make_tiny_dataset(tmp_path / "data", n_train=12, n_val=4)
-    proc = torchrun(
-        "-m",
-        "kws",
-        "train",
-        "--config",
-        SMOKE,
-        "--train-manifest",
-        data["train"],
-        "--val-manifest",
-        data["validation"],
-        "--run-dir",
-        "run",
-        "--epochs",
-        "1",
-        nproc=2,
-        cwd=tmp_path,
-    )
+    proc = torchrun(*kws_train(data), "--epochs", "1", nproc=2, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best validation accuracy") == 1
     assert "(2 processes)" in proc.stdout
@@ -220,21 +210,7 @@ def test_torchrun_into_a_run_dir_of_another_run_is_one_error_line(tmp_path: Path
     data = make_tiny_dataset(tmp_path / "data", n_train=12, n_val=4)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("trainer: {epochs: 7}\n")  # another run's config
-    proc = torchrun(
-        "-m",
-        "kws",
-        "train",
-        "--config",
-        SMOKE,
-        "--train-manifest",
-        data["train"],
-        "--val-manifest",
-        data["validation"],
-        "--run-dir",
-        "run",
-        nproc=2,
-        cwd=tmp_path,
-    )
+    proc = torchrun(*kws_train(data), nproc=2, cwd=tmp_path)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "holds a run with another config" in errors[0], proc.stderr[-3000:]
