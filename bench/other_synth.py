@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kws.audio import CLIP_SAMPLES, float_to_int16, write_wav
+from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, float_to_int16, write_wav
 from kws.manifest import Entry, write_manifest
-from kws.tts import fade, fit_to_clip, parse_words, trim_silence, word_folder
+from kws.tts import fade, fit_to_clip, parse_words, place_in_clip, trim_silence, word_folder
 from kws.voices import Draw
 
 FLITE = "flite"
@@ -33,7 +33,6 @@ VOICES = ("kal", "kal16", "awb", "rms", "slt")
 DIPHONE = ("kal", "kal16")  # the voices whose pitch flite's int_f0_target_mean sets
 TEMPO = (0.8, 1.3)  # duration_stretch: > 1 is slower
 F0_HZ = (70.0, 170.0)
-PEAK_DBFS = (-20.0, -1.0)
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,7 @@ def render(speaker: FliteSpeaker, word: str, seed: int) -> np.ndarray:
     """int16 `(CLIP_SAMPLES,)`: the trimmed word at a random level and offset in one second of silence."""
     audio, rate = speak(speaker, word)
     speech = fade(fit_to_clip(trim_silence(audio, rate), rate))
-    draw = Draw(f"flite/{seed}/{speaker.id}/{word}")
-    speech *= 10 ** (draw.uniform("peak_dbfs", *PEAK_DBFS) / 20) / max(float(np.abs(speech).max()), 1e-9)
-    clip = np.zeros(CLIP_SAMPLES)
-    offset = draw.integer("offset", 0, CLIP_SAMPLES - len(speech))
-    clip[offset : offset + len(speech)] = speech
+    _, clip = place_in_clip(speech, Draw(f"flite/{seed}/{speaker.id}/{word}"))
     return float_to_int16(clip)
 
 
@@ -98,7 +93,7 @@ def make_test_set(words: list[str], n_speakers: int, out: Path, seed: int = 0, w
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             write_wav(path, render(speaker, word, seed))
-        return Entry(str(path), CLIP_SAMPLES / 16000, word_folder(word))
+        return Entry(str(path), CLIP_SAMPLES / SAMPLE_RATE, word_folder(word))
 
     with ThreadPoolExecutor(workers) as pool:  # flite runs as a subprocess: threads are enough
         entries = list(pool.map(one, jobs))

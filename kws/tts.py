@@ -183,6 +183,17 @@ def fade(audio: np.ndarray) -> np.ndarray:
     return out
 
 
+def place_in_clip(speech: np.ndarray, draw: Draw) -> tuple[np.ndarray, np.ndarray]:
+    """Scale 16 kHz `speech` to a random peak level and put it at a random offset in one second of silence;
+    returns the scaled speech and the float clip `(CLIP_SAMPLES,)`."""
+    peak = max(float(np.max(np.abs(speech))), 1e-9)
+    speech = speech * (10 ** (draw.uniform("peak_dbfs", *PEAK_DBFS) / 20) / peak)
+    clip = np.zeros(CLIP_SAMPLES)
+    offset = draw.integer("offset", 0, CLIP_SAMPLES - len(speech))
+    clip[offset : offset + len(speech)] = speech
+    return speech, clip
+
+
 def _speech(voice: Voice, word: str, style: Style) -> tuple[np.ndarray, int]:
     audio, rate = speak(voice, word, style)
     return trim_silence(audio, rate), rate
@@ -200,13 +211,7 @@ def render_clip(task: ClipTask) -> np.ndarray:
         speech, rate = _speech(voice, task.word, style)
     if len(speech) == 0:
         raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
-    speech = fade(fit_to_clip(speech, rate))
-
-    peak = max(float(np.max(np.abs(speech))), 1e-9)
-    speech *= 10 ** (draw.uniform("peak_dbfs", *PEAK_DBFS) / 20) / peak
-    clip = np.zeros(CLIP_SAMPLES)
-    offset = draw.integer("offset", 0, CLIP_SAMPLES - len(speech))
-    clip[offset : offset + len(speech)] = speech
+    speech, clip = place_in_clip(fade(fit_to_clip(speech, rate)), draw)
     if draw.chance("noise", NOISE_CHANCE):
         kind = draw.choice("noise_kind", sorted(NOISE_KINDS))
         speech_rms = float(np.sqrt(np.mean(speech**2)))

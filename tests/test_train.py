@@ -36,6 +36,11 @@ def kws(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def train_args(train_manifest: Path, run_dir: str | Path, *more: str | Path) -> list[str | Path]:
+    """`kws train` on the smoke config: the arguments after `kws`."""
+    return ["train", "--config", SMOKE, "--train-manifest", train_manifest, "--run-dir", run_dir, *more]
+
+
 def records(run_dir: Path, kind: str) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
@@ -51,18 +56,7 @@ def smoke_run(
     data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     work = tmp_path_factory.mktemp("work")
-    run = kws(
-        "train",
-        "--config",
-        SMOKE,
-        "--train-manifest",
-        data["train"],
-        "--val-manifest",
-        data["validation"],
-        "--run-dir",
-        "run",
-        cwd=work,
-    )
+    run = kws(*train_args(data["train"], "run", "--val-manifest", data["validation"]), cwd=work)
     assert run.returncode == 0, run.stderr
     return work / "run", run
 
@@ -129,20 +123,8 @@ def test_second_run_reuses_the_packed_cache(
     assert "decoded train_manifest.json" in first.stderr
     audio = next((run_dir / "cache").glob("train_manifest-*/audio.npy"))
     mtime = audio.stat().st_mtime_ns
-    again = kws(
-        "train",
-        "--config",
-        SMOKE,
-        "--train-manifest",
-        data["train"],
-        "--run-dir",
-        "run2",
-        "--max-steps",
-        "2",
-        "--set",
-        f"data.cache_dir={run_dir / 'cache'}",
-        cwd=run_dir.parent,
-    )
+    cache = f"data.cache_dir={run_dir / 'cache'}"
+    again = kws(*train_args(data["train"], "run2", "--max-steps", "2", "--set", cache), cwd=run_dir.parent)
     assert again.returncode == 0, again.stderr
     assert "memory-mapped train_manifest.json" in again.stderr and "decoded" not in again.stderr
     assert audio.stat().st_mtime_ns == mtime
@@ -152,18 +134,7 @@ def test_a_run_dir_with_another_config_refuses(
     smoke_run: tuple[Path, subprocess.CompletedProcess[str]], data: dict[str, Path]
 ) -> None:
     run_dir, _ = smoke_run
-    proc = kws(
-        "train",
-        "--config",
-        SMOKE,
-        "--train-manifest",
-        data["train"],
-        "--run-dir",
-        run_dir,
-        "--epochs",
-        "7",
-        cwd=run_dir.parent,
-    )
+    proc = kws(*train_args(data["train"], run_dir, "--epochs", "7"), cwd=run_dir.parent)
     assert proc.returncode == 1
     assert "another config" in proc.stderr and "trainer.epochs" in proc.stderr and "--resume" in proc.stderr
 
@@ -260,19 +231,7 @@ def test_cuda_without_a_gpu_is_an_error(data: dict[str, Path], tmp_path: Path) -
 @pytest.mark.slow
 def test_ctrl_c_writes_last_checkpoint_and_exits_130(data: dict[str, Path], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [
-        "train",
-        "--config",
-        SMOKE,
-        "--train-manifest",
-        data["train"],
-        "--run-dir",
-        "run",
-        "--epochs",
-        "200",
-        "--set",
-        "trainer.log_every_n_steps=1",
-    ]
+    args = train_args(data["train"], "run", "--epochs", "200", "--set", "trainer.log_every_n_steps=1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kws", *map(str, args)],
         cwd=tmp_path,
