@@ -13,7 +13,7 @@ with the same seed, then are scored on all three test sets, each broken down by 
         --exact-result earlier.json --robust-set features.vtlp_prob=1.0   # try a variant of the robust one
 
 Speaker metadata comes from the dataset's speakers.json, or, for a dataset made before that file existed,
-from re-drawing the speakers with kws.voices.draw_speakers (the ids are checked against the clips).
+from re-drawing the speakers with kws.prepare.tts.voices.draw_speakers (ids checked against the clips).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from kws.audio import CLIP_SAMPLES, read_wav
 from kws.checkpoint import load_for_inference
 from kws.config import Config, apply_overrides, load_config
 from kws.manifest import Entry, read_manifest, write_manifest
-from kws.train import train
-from kws.voices import draw_speakers, variant_family
+from kws.prepare.tts.voices import draw_speakers, variant_family
+from kws.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 EXACT = ROOT / "configs" / "matchboxnet_3x1x64_v1.yaml"
@@ -216,9 +216,9 @@ def interleaved_step_s(exact: Config, robust: Config, n_steps: int, n_labels: in
     The training runs' own clips/s are measured minutes apart, which on a shared machine can differ more
     than the augmentations cost."""
     from kws.model import build_model
-    from kws.novograd import build_optimizer
+    from kws.optim import build_optimizer
     from kws.schedule import build_scheduler
-    from kws.train import TrainInputs, train_step
+    from kws.train.loop import TrainInputs, train_step
 
     batch = exact.trainer.batch_size
     g = torch.Generator().manual_seed(0)

@@ -25,8 +25,8 @@ import soundfile as sf
 
 from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, float_to_int16, write_wav
 from kws.manifest import Entry, write_manifest
-from kws.tts import fade, fit_to_clip, parse_words, place_in_clip, trim_silence, word_folder
-from kws.voices import Draw
+from kws.prepare.tts.source import fade, fit_to_clip, parse_words, place_in_clip, trim_silence, word_folder
+from kws.prepare.tts.voices import Draw
 
 FLITE = "flite"
 VOICES = ("kal", "kal16", "awb", "rms", "slt")

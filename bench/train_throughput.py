@@ -3,7 +3,7 @@
 Full training steps (augmentation + features + forward + backward + Novograd) of MatchboxNet-3x1x64 at batch
 128, in clips per second:
 - kws: the packed, memory-mapped dataset, batches gathered without per-clip Python, augmentation, MFCC,
-  crop/pad and SpecAugment batched on the device, kws's model: exactly `kws.train.train_step`.
+  crop/pad and SpecAugment batched on the device, kws's model: exactly `kws.train.loop.train_step`.
 - baseline, as the reference (NeMo 1.x) does it: a DataLoader with 2 workers that reads every wav with
   soundfile each epoch and applies shift + white noise per clip, padding in collate; torchaudio MFCC and
   crop/pad on the batch; SpecAugment with a Python loop over clips; a plain model of nn.Conv1d layers in the
@@ -40,10 +40,10 @@ from kws.data import ClipSet, StepGenerator, epoch_order
 from kws.device import set_cpu_threads
 from kws.manifest import Entry, read_manifest, write_manifest
 from kws.model import build_model
-from kws.novograd import build_optimizer
+from kws.optim import build_optimizer
 from kws.packed import load_packed
 from kws.schedule import build_scheduler
-from kws.train import TrainInputs, train_step
+from kws.train.loop import TrainInputs, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 N_LABELS = 30
@@ -282,7 +282,7 @@ class BaselineLoop:
 def time_one_epoch(cfg: Config, manifest: Path, run_dir: Path) -> None:
     import dataclasses
 
-    from kws.train import train
+    from kws.train.loop import train
 
     cfg = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, train_manifest=str(manifest), val_manifests=())

@@ -4,7 +4,7 @@
 
 writes data/google_speech_recognition_v1/{train,validation,test}_manifest.json. Differences from the
 reference: the archive's SHA-256 is verified, an interrupted download resumes, and `sub`'s silence clips
-come from disjoint regions of each noise recording per split (see kws/splits.py).
+come from disjoint regions of each noise recording per split (see kws/prepare/splits.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from kws.errors import KWSError
-from kws.speech_commands import prepare_speech_commands
-from kws.splits import ManifestOptions, summary_table
+from kws.prepare.speech_commands import prepare_speech_commands
+from kws.prepare.splits import ManifestOptions, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ REQUIRED_KEYS = ("kws_version", "config", "labels", "model", "step", "epoch")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` (see `kws.train`) to `path` atomically, adding the kws version and git commit."""
+    """Write `state` (see `kws.train.loop`) to `path` atomically, adding the kws version and git commit."""
     state = {"kws_version": __version__, "git_commit": git_commit(), **state}
     with atomic_path(Path(path)) as tmp:
         torch.save(state, tmp)

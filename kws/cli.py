@@ -86,17 +86,17 @@ def prepare(
     ] = None,
 ) -> None:
     """Download or synthesize a dataset, split it and write train/validation/test manifests."""
-    from kws.splits import ManifestOptions, summary_table
+    from kws.prepare.splits import ManifestOptions, summary_table
 
     opts = ManifestOptions(classes=classes, rebalance=rebalance, seed=seed, exclude=exclude, workers=workers)
     if dataset == "speech_commands":
-        from kws.speech_commands import prepare_speech_commands
+        from kws.prepare.speech_commands import prepare_speech_commands
 
         result = prepare_speech_commands(
             data_root, version, opts, url=url, archive=archive, sha256=sha256, verify=verify, source=source
         )
     elif dataset == "tts":
-        from kws.tts import parse_words, prepare_tts
+        from kws.prepare.tts.source import parse_words, prepare_tts
 
         result = prepare_tts(
             data_root,
@@ -160,8 +160,8 @@ def train(
 
     from kws.config import load_config
     from kws.display import summary_table
-    from kws.train import apply_options
-    from kws.train import train as run_training
+    from kws.train.loop import apply_options
+    from kws.train.loop import train as run_training
 
     if config is None:
         if not (resume and run_dir is not None and (run_dir / "config.yaml").is_file()):
@@ -207,8 +207,8 @@ def evaluate(
     """Evaluate a checkpoint on manifests: report.json, predictions.csv, confusion.png, per_class.png."""
     from rich.console import Console
 
-    from kws.evaluate import evaluate as evaluate_checkpoint
-    from kws.evaluate import summary_renderables
+    from kws.evaluate.scoring import evaluate as evaluate_checkpoint
+    from kws.evaluate.scoring import summary_renderables
 
     outcomes = evaluate_checkpoint(
         checkpoint,
@@ -236,7 +236,7 @@ def listen_errors(
     play: Annotated[bool, typer.Option(help="Play the clips in the terminal (needs kws\\[audio]).")] = False,
 ) -> None:
     """Look at and listen to the misclassifications of an evaluation."""
-    from kws import listen
+    from kws.evaluate import listen
 
     output = listen.SoundDeviceOutput() if play else None  # fail before any work when there is no sound
     result = listen.listen_errors(eval_dir, top=top, sort=sort, html=html)

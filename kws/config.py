@@ -58,7 +58,7 @@ class AugmentConfig:
     freq_width: int = 15
     time_masks: int = 2
     time_width: int = 25
-    # Robustness stages (issue 7, kws/wave_stages.py), all off in the recipe: the waveform stages named in
+    # Robustness stages (issue 7, kws/augment/stages.py), all off in the recipe: the waveform stages named in
     # `order` run in that order before the time shift and white noise, each on a share `<stage>_prob` of
     # the clips. Stages: speed, gain, noise, room, channel.
     order: tuple[str, ...] = ()

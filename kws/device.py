@@ -7,8 +7,8 @@ import os
 
 import torch
 
-from kws import distributed
 from kws.errors import TrainingError
+from kws.train import distributed
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 

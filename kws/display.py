@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kws.progress import RateColumn, stderr_console
+from kws.console import RateColumn, stderr_console
 
 
 @dataclass

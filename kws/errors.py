@@ -4,7 +4,9 @@
 class KWSError(Exception):
     """A problem the user can fix: the message says what was expected, what was found and what to do."""
 
-    from_rank: int | None = None  # set on the copy that other processes of a DDP run raise (kws.distributed)
+    from_rank: int | None = (
+        None  # set on the copy that other processes of a DDP run raise (kws.train.distributed)
+    )
 
 
 class DataError(KWSError):

@@ -10,12 +10,12 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from kws.augment.vtlp import draw_warp_index, warp_factors, warped_filterbanks
 from kws.config import FeaturesConfig
-from kws.vtlp import draw_warp_index, warp_factors, warped_filterbanks
 
 LOG_OFFSET = 1e-6  # torchaudio's MFCC(log_mels=True) adds this before the log
 NORM_EPS = 1e-5  # added to the standard deviation in per-utterance normalisation
-VTLP_STEPS = 31  # distinct warp factors over features.vtlp_range (kws/vtlp.py)
+VTLP_STEPS = 31  # distinct warp factors over features.vtlp_range (kws/augment/vtlp.py)
 
 
 def frame_lengths(lengths: Tensor, hop_length: int) -> Tensor:
@@ -54,8 +54,8 @@ class MFCC(nn.Module):
     def forward(
         self, audio: Tensor, lengths: Tensor, filterbanks: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """`filterbanks` `(batch, n_freqs, n_mels)`: a mel filterbank per clip (VTLP, kws/vtlp.py); None uses
-        the recipe's filterbank `fb` for every clip."""
+        """`filterbanks` `(batch, n_freqs, n_mels)`: a mel filterbank per clip (VTLP, kws/augment/vtlp.py);
+        None uses the recipe's filterbank `fb` for every clip."""
         with torch.autocast(device_type=audio.device.type, enabled=False):
             feats = self._mfcc(audio.float(), filterbanks)
         return feats, frame_lengths(lengths, self.hop_length)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from kws.audio import read_wav, wav_frames
+from kws.console import item_progress
 from kws.errors import DataError
 from kws.manifest import Entry, read_manifest
-from kws.progress import item_progress
 
 FORMAT_VERSION = 1  # bump when the cache layout changes, so old caches are rebuilt
 AUDIO_FILE = "audio.npy"

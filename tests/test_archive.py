@@ -1,4 +1,4 @@
-"""kws.archive: a faithful extraction of a good archive, and a refusal, naming the member, of a bad one."""
+"""kws.prepare.archive: a faithful extraction of a good archive; a refusal naming the member of a bad one."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from speech_commands_fixture import build_speech_commands_tree, make_malicious_tar_gz, make_tar_gz
 
-from kws.archive import extract_tar
 from kws.errors import ArchiveError, DataError
+from kws.prepare.archive import extract_tar
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from kws.augment import SpecAugment, WaveAugment
+from kws.augment.recipe import SpecAugment, WaveAugment
 from kws.config import AugmentConfig
 
 CFG = AugmentConfig()

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from kws import distributed
 from kws.data import epoch_order
+from kws.train import distributed
 from tests.tiny_dataset import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,15 +47,16 @@ def test_ranks_take_disjoint_shares_of_the_single_process_global_batch() -> None
         assert r0 | r1 == set(single[step, 0].tolist())
 
 
-# Run by torchrun: trains through kws.train.train and records which clips each rank gathered at each step.
+# Run by torchrun: trains through kws.train.loop.train, recording which clips each rank gathered at each step.
 RECORDER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
     import torch
-    from kws import data, distributed
+    from kws import data
+    from kws.train import distributed
     from kws.config import load_config
-    from kws.train import apply_options, train
+    from kws.train.loop import apply_options, train
 
     smoke, train_manifest, val_manifest, run_dir, out = sys.argv[1:6]
     seen = []
@@ -161,7 +162,7 @@ SHARER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from kws import distributed
+    from kws.train import distributed
     from kws.errors import DataError
 
     distributed.init("cpu")

@@ -1,4 +1,4 @@
-"""kws.download against a local HTTP server: fetch, verify, resume, restart, and the errors."""
+"""kws.prepare.download against a local HTTP server: fetch, verify, resume, restart, and the errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from speech_commands_fixture import LocalServer
 
-from kws.download import download, partial_path
 from kws.errors import DownloadError
+from kws.prepare.download import download, partial_path
 
 PAYLOAD = os.urandom(300_000)  # several read chunks, so "halfway" is a real partial file
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -15,7 +15,7 @@ from speech_commands_fixture import build_speech_commands_tree
 
 from kws import __version__, cli
 from kws.errors import CheckpointError, DataError, KWSError
-from kws.evaluate import evaluate, out_dirs, resolve_device
+from kws.evaluate.scoring import evaluate, out_dirs, resolve_device
 from kws.manifest import Entry, file_sha256, read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +33,8 @@ class TrainedRun:
 def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """Prepare (class set `sub`: 5 words + unknown + silence) and train the smoke model for 2 epochs."""
     from kws.config import load_config
-    from kws.splits import ManifestOptions, build_manifests
-    from kws.train import apply_options, train
+    from kws.prepare.splits import ManifestOptions, build_manifests
+    from kws.train.loop import apply_options, train
 
     root = tmp_path_factory.mktemp("evaluate")
     tree = build_speech_commands_tree(root / "sc", clip_s=(0.6, 1.0))
@@ -83,7 +83,7 @@ def test_cli_evaluates_two_manifests(run: TrainedRun) -> None:
 
 
 def test_report_feeds_listen_errors(run: TrainedRun, tmp_path: Path) -> None:
-    from kws.listen import listen_errors
+    from kws.evaluate.listen import listen_errors
 
     [outcome] = evaluate(run.checkpoint, [run.manifests["test"]], out=tmp_path / "ev", batch_size=5)
     assert outcome.out_dir == tmp_path / "ev" and (tmp_path / "ev" / "report.json").is_file()

@@ -1,5 +1,6 @@
-"""kws.listen and kws.errors_page: ordering, the self-contained page (checked in headless Chromium), the
-terminal session with a recorder and scripted keys, and the loop back into `kws prepare --exclude`."""
+"""kws.evaluate.listen and kws.evaluate.page: ordering, the self-contained page (checked in headless
+Chromium), the terminal session with a recorder and scripted keys, and the loop back into
+`kws prepare --exclude`."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from chromium_cdp import Chromium
 from report_checks import PNG_SIGNATURE, assert_png
 from speech_commands_fixture import build_speech_commands_tree
 
-from kws import cli, listen
+from kws import cli
 from kws.audio import SAMPLE_RATE, float_to_int16, read_wav, write_wav
 from kws.errors import KWSError
+from kws.evaluate import listen
+from kws.evaluate.report import Misclassified, compute_report, write_report_files
 from kws.manifest import read_manifest
-from kws.report import Misclassified, compute_report, write_report_files
 
 LABELS = ["down", "go", "left", "no", "unknown", "yes"]
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kws.config import OptimConfig
-from kws.novograd import Novograd, build_optimizer
+from kws.optim import Novograd, build_optimizer
 
 
 def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from kws.manifest import read_manifest
-from kws.tts import trim_silence
+from kws.prepare.tts.source import trim_silence
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="needs flite (apt-get install flite)")

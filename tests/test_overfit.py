@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from kws.augment import SpecAugment, WaveAugment
+from kws.augment.recipe import SpecAugment, WaveAugment
 from kws.config import load_config
 from kws.features import FeatureExtractor
 from kws.model import build_model, count_parameters
-from kws.novograd import build_optimizer
+from kws.optim import build_optimizer
 from kws.schedule import build_scheduler
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"

@@ -1,4 +1,4 @@
-"""kws.report: metrics from plain arrays, report.json round trip, CSV and PNG writers."""
+"""kws.evaluate.report: metrics from plain arrays, report.json round trip, CSV and PNG writers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from report_checks import assert_consistent_report, assert_png, read_predictions
 
 from kws.errors import DataError
-from kws.report import (
+from kws.evaluate.report import (
     compute_report,
     confusion_pairs,
     read_report_json,

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from kws.audio import write_wav
-from kws.augment import WaveAugment
-from kws.channel import apply_channel, channel_response, draw_channel
+from kws.augment.channel import apply_channel, channel_response, draw_channel
+from kws.augment.noise import crop_noise, draw_noise, load_noise_bank, mix_at_snr
+from kws.augment.perturb import apply_gain, apply_speed, draw_gain, draw_speed, fast_fft_size
+from kws.augment.recipe import WaveAugment
+from kws.augment.room import apply_room, draw_room, impulse_responses, measured_rt60
+from kws.augment.stages import WaveStages
+from kws.augment.vtlp import BOUNDARY_HZ, warp_factors, warp_frequencies, warped_filterbanks
 from kws.config import AugmentConfig, FeaturesConfig, config_from_dict, load_config
 from kws.errors import ConfigError
 from kws.features import FeatureExtractor
-from kws.noise_mix import crop_noise, draw_noise, load_noise_bank, mix_at_snr
-from kws.perturb import apply_gain, apply_speed, draw_gain, draw_speed, fast_fft_size
-from kws.room import apply_room, draw_room, impulse_responses, measured_rt60
-from kws.vtlp import BOUNDARY_HZ, warp_factors, warp_frequencies, warped_filterbanks
-from kws.wave_stages import WaveStages
 
 SR = 16_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,7 +236,7 @@ def test_channel_attenuates_outside_its_band() -> None:
 
 
 def test_channel_batch_consistent_and_peaks_change_the_sound() -> None:
-    from kws.wave_stages import take
+    from kws.augment.stages import take
 
     audio, lengths = speechy(4), torch.tensor([SR, 12000, SR, 8000])
     draw = draw_channel(4, (50.0, 400.0), (3000.0, 8000.0), 2, 8.0, 1.0, torch.device("cpu"), gen(0))

@@ -1,4 +1,4 @@
-"""kws.splits: the split rule, the class sets, silence and unknown, rebalancing, idempotence, bad trees."""
+"""kws.prepare.splits: split rule, class sets, silence and unknown, rebalancing, idempotence, bad trees."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from speech_commands_fixture import SpeechCommandsTree, build_speech_commands_tr
 
 from kws.errors import ConfigError, DataError
 from kws.manifest import Entry, read_manifest
-from kws.splits import (
+from kws.prepare.splits import (
     SILENCE_DIR,
     SILENCE_REGIONS,
     SPLITS,
@@ -259,7 +259,7 @@ def test_bad_options_are_config_errors(tree: SpeechCommandsTree) -> None:
 
 @pytest.mark.parametrize("workers", [0, -1])
 def test_bad_workers_are_refused_before_any_download(tmp_path: Path, workers: int) -> None:
-    from kws.speech_commands import prepare_speech_commands
+    from kws.prepare.speech_commands import prepare_speech_commands
 
     with pytest.raises(ConfigError, match="--workers must be at least 1"):  # not "cannot reach"
         prepare_speech_commands(

@@ -17,7 +17,7 @@ from kws.checkpoint import load_for_inference
 from kws.config import load_config
 from kws.errors import CheckpointError, DataError
 from kws.manifest import Entry, read_manifest, write_manifest
-from kws.train import apply_options, train
+from kws.train.loop import apply_options, train
 from tests.tiny_dataset import CLASSES, make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,12 +18,12 @@ import soundfile as sf
 from kws.audio import CLIP_SAMPLES, SAMPLE_RATE
 from kws.errors import KWSError
 from kws.manifest import read_manifest
-from kws.noise import NOISE_KINDS, make_noise, write_background_noises
-from kws.speakers import assign_splits, which_set
-from kws.splits import speaker_of
-from kws.styles import STYLE_WEIGHTS, Style, draw_style, speak, style_ssml, trim
-from kws.tts import ClipTask, fit_to_clip, parse_words, render_clip, resample
-from kws.voices import (
+from kws.prepare.splits import speaker_of
+from kws.prepare.tts.noise import NOISE_KINDS, make_noise, write_background_noises
+from kws.prepare.tts.source import ClipTask, fit_to_clip, parse_words, render_clip, resample
+from kws.prepare.tts.speakers import assign_splits, which_set
+from kws.prepare.tts.styles import STYLE_WEIGHTS, Style, draw_style, speak, style_ssml, trim
+from kws.prepare.tts.voices import (
     ACCENTS,
     ESPEAK,
     VARIANT_FAMILIES,
@@ -175,7 +175,7 @@ def test_an_unwritable_data_root_is_a_one_line_error(tmp_path: Path) -> None:
 @needs_espeak
 def test_a_clip_that_cannot_be_written_is_a_data_error(tmp_path: Path) -> None:
     from kws.errors import DataError
-    from kws.tts import _write_clip
+    from kws.prepare.tts.source import _write_clip
 
     (tmp_path / "file").write_text("not a folder")
     speaker = draw_speakers(0, 1)[0]

@@ -20,11 +20,11 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from kws.archive import extract_tar
-from kws.download import download
+from kws.console import byte_progress
 from kws.errors import ConfigError, DataError, DownloadError
-from kws.progress import byte_progress
-from kws.splits import ManifestOptions, PrepareResult, build_manifests, check_options
+from kws.prepare.archive import extract_tar
+from kws.prepare.download import download
+from kws.prepare.splits import ManifestOptions, PrepareResult, build_manifests, check_options
 
 
 @dataclass(frozen=True)

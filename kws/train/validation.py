@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kws import distributed
 from kws.data import ClipSet
 from kws.device import autocast
+from kws.train import distributed
 
 
 @torch.no_grad()

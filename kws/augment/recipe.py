@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kws.augment.stages import WaveStages
 from kws.config import AugmentConfig
-from kws.wave_stages import WaveStages
 
 
 def _randint(
@@ -61,8 +61,8 @@ class WaveAugment(nn.Module):
     """Time shift (U(-time_shift_ms, time_shift_ms), floored to samples) then white noise (integer dB level).
 
     `forward(audio (batch, samples), lengths (batch,), generator)` -> audio of the same shape.
-    Before them run the robustness stages named in `cfg.order` (kws/wave_stages.py; none in the recipe, which
-    then draws exactly the recipe's random numbers). `dataset_dir` resolves `noise_dir: auto`.
+    Before them run the robustness stages named in `cfg.order` (kws/augment/stages.py; none in the recipe,
+    which then draws exactly the recipe's random numbers). `dataset_dir` resolves `noise_dir: auto`.
     """
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int, dataset_dir: Path | None = None) -> None:

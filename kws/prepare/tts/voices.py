@@ -238,7 +238,7 @@ def synthesize(voice: Voice, text: str) -> tuple[np.ndarray, int]:
 
 
 def synthesize_ssml(voice: Voice, ssml: str) -> tuple[np.ndarray, int]:
-    """Speak an SSML document with the voice's espeak-ng settings (kws.styles builds richer documents)."""
+    """Speak an SSML document with the voice's espeak-ng settings (kws.prepare.tts.styles: richer ones)."""
     text = re.sub(r"<[^>]*>", "", ssml)  # for error messages
     cmd = [ESPEAK, *voice.espeak_args(), "--stdout", ssml]
     try:

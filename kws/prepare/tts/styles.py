@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kws.audio import INT16_SCALE
-from kws.voices import Draw, Voice, synthesize_ssml
+from kws.prepare.tts.voices import Draw, Voice, synthesize_ssml
 
 STYLE_STYLE = ("plain", "rich")  # the `--style` choices
 STYLE_WEIGHTS = {"plain": 0.2, "prosody": 0.3, "carrier": 0.3, "question": 0.1, "exclamation": 0.1}
@@ -43,7 +43,7 @@ BREAK_MS = (220, 320)  # the pause after a lead-in; longer than any stop closure
 MIN_BREAK_S = 0.12  # a silence at least this long after the lead-in is the break
 ONSET_MARGIN_FRAMES = 2  # kept before the keyword's first loud frame: soft onsets (h, f, th) start earlier
 FRAME_S = 0.005
-SILENCE_DB = -50.0  # as kws.tts.TRIM_DB: frames this far below the loudest are silence
+SILENCE_DB = -50.0  # as kws.prepare.tts.source.TRIM_DB: frames this far below the loudest are silence
 END_SEARCH_S = 0.025  # the tail cut moves to the quietest frame within this distance of its estimate
 CUT_FADE_S = 0.003  # never a click at the cut
 

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from kws.audio import read_wav, wav_frames
+from kws.augment.perturb import chosen, uniform, valid_mask
 from kws.errors import ConfigError
-from kws.perturb import chosen, uniform, valid_mask
 
 NOISE_FOLDER = "_background_noise_"
 POWER_FLOOR = 1e-10  # mean square of a silent crop: keeps the SNR scale finite

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from kws.console import byte_progress
 from kws.errors import ArchiveError, DataError
 from kws.files import ensure_folder
-from kws.progress import byte_progress
 
 COPY_BUFFER = 1 << 20  # bytes
 

@@ -35,10 +35,10 @@ import numpy as np
 from rich.table import Table
 
 from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, read_wav, wav_frames
+from kws.console import item_progress
 from kws.errors import ConfigError, DataError
 from kws.files import write_json_atomic
 from kws.manifest import Entry, file_sha256, write_manifest
-from kws.progress import item_progress
 
 SPLITS = ("train", "validation", "test")
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}

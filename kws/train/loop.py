@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kws import distributed
-from kws.augment import SpecAugment, WaveAugment
+from kws.augment.recipe import SpecAugment, WaveAugment
 from kws.checkpoint import save_checkpoint
 from kws.config import Config, config_to_dict
-from kws.curves import write_curves
+from kws.console import stderr_console
 from kws.data import ClipSet, StepGenerator, epoch_order, fits_on_device, steps_per_epoch
 from kws.device import autocast, pick_device, pick_precision, set_cpu_threads
 from kws.display import TrainDisplay, TrainResult
@@ -31,13 +30,14 @@ from kws.errors import ConfigError, TrainingError
 from kws.features import FeatureExtractor
 from kws.manifest import read_manifest
 from kws.model import build_model
-from kws.novograd import build_optimizer
+from kws.optim import build_optimizer
 from kws.packed import load_packed
-from kws.progress import stderr_console
-from kws.rundir import BEST, CURVES_FILE, LAST, MetricsLog, claim_run_dir
 from kws.schedule import build_scheduler
-from kws.state import InterruptFlag, LoopState, checkpoint_state, restore
-from kws.validation import set_names, validate
+from kws.train import distributed
+from kws.train.curves import write_curves
+from kws.train.rundir import BEST, CURVES_FILE, LAST, MetricsLog, claim_run_dir
+from kws.train.state import InterruptFlag, LoopState, checkpoint_state, restore
+from kws.train.validation import set_names, validate
 
 
 def train(

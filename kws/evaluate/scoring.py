@@ -18,10 +18,10 @@ import numpy as np
 
 from kws import __version__
 from kws.audio import CLIP_SAMPLES, INT16_SCALE, read_wav
+from kws.console import item_progress
 from kws.errors import DataError, KWSError
+from kws.evaluate.report import LOW_CONFIDENCE, EvalReport, compute_report, write_report_files
 from kws.manifest import Entry, file_sha256, read_manifest
-from kws.progress import item_progress
-from kws.report import LOW_CONFIDENCE, EvalReport, compute_report, write_report_files
 
 if TYPE_CHECKING:
     import torch
@@ -221,7 +221,7 @@ def summary_renderables(
     from rich import box
     from rich.table import Table
 
-    from kws.report import confusion_pairs, worst_classes
+    from kws.evaluate.report import confusion_pairs, worst_classes
 
     items: list[RenderableType] = []
     for o in outcomes:

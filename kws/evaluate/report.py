@@ -1,7 +1,7 @@
 """What an evaluation found, as data (`EvalReport`), and the writers that turn it into files.
 
 `compute_report` takes plain arrays (true ids, predicted ids, class probabilities) so that it is testable
-without a model; `kws.evaluate` fills in where the numbers came from (checkpoint, manifest, version).
+without a model; `kws.evaluate.scoring` fills in where the numbers came from (checkpoint, manifest, version).
 Files: report.json (everything but the per-clip predictions), predictions.csv (every clip),
 confusion.png (row-normalised confusion matrix) and per_class.png (recall per class, sorted).
 """

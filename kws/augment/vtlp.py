@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from kws.audio import SAMPLE_RATE
-from kws.perturb import chosen
+from kws.augment.perturb import chosen
 
 BOUNDARY_HZ = 4800.0  # Jaitly & Hinton's F_hi at 16 kHz: the warp is linear up to about here
 

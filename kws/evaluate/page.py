@@ -17,8 +17,8 @@ import numpy as np
 
 from kws.audio import SAMPLE_RATE, read_wav
 from kws.errors import DataError
+from kws.evaluate.report import EvalReport, Misclassified, confusion_pairs
 from kws.files import write_text_atomic
-from kws.report import EvalReport, Misclassified, confusion_pairs
 
 # The picture's log-mel uses the recipe's analysis window so it shows what the model sees.
 N_FFT = 512

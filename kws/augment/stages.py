@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from kws.channel import apply_channel, draw_channel
+from kws.augment.channel import apply_channel, draw_channel
+from kws.augment.noise import crop_noise, draw_noise, find_noise_dir, load_noise_bank, mix_at_snr
+from kws.augment.perturb import apply_gain, apply_speed, draw_gain, draw_speed
+from kws.augment.room import apply_room, draw_room, impulse_responses
 from kws.config import AugmentConfig
-from kws.noise_mix import crop_noise, draw_noise, find_noise_dir, load_noise_bank, mix_at_snr
-from kws.perturb import apply_gain, apply_speed, draw_gain, draw_speed
-from kws.room import apply_room, draw_room, impulse_responses
 
 D = TypeVar("D")
 NOISE_MIN_S = 1.0  # recordings shorter than a clip cannot give a full crop

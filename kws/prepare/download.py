@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kws import __version__
+from kws.console import byte_progress
 from kws.errors import DownloadError
 from kws.files import ensure_folder
-from kws.progress import byte_progress
 
 CHUNK = 1 << 16  # bytes per read
 TIMEOUT_S = 60.0  # seconds without data before giving up

@@ -1,8 +1,9 @@
 """`kws prepare --dataset tts`: keywords spoken by synthetic espeak-ng speakers, in Speech Commands layout.
 
 DATA_ROOT/NAME/ gets `<word>/<speakerid>_nohash_<k>.wav` (16 kHz mono int16, exactly 1.0 s),
-`_background_noise_/` (numpy noises, kws.noise), `validation_list.txt` and `testing_list.txt` (each speaker in
-one split, by the Speech Commands hash rule), then the manifests of `kws.splits.build_manifests`.
+`_background_noise_/` (numpy noises, kws.prepare.tts.noise), `validation_list.txt` and `testing_list.txt`
+(each speaker in one split, by the Speech Commands hash rule), then the manifests of
+`kws.prepare.splits.build_manifests`.
 
 A keyword's folder (and class label) is the word with spaces turned into `_` and apostrophes dropped:
 `hey kws` -> `hey_kws`, `don't` -> `dont`. Clip k of speaker s of a word depends only on (seed, word, s, k)
@@ -34,11 +35,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, float_to_int16, write_wav
 from kws.errors import DataError, KWSError
 from kws.files import write_json_atomic
-from kws.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
-from kws.speakers import assign_splits, write_speakers_json, write_split_lists
-from kws.splits import NOISE_DIR, ManifestOptions, PrepareResult, build_manifests, check_options
-from kws.styles import STYLE_STYLE, Style, draw_style, speak
-from kws.voices import Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
+from kws.prepare.splits import NOISE_DIR, ManifestOptions, PrepareResult, build_manifests, check_options
+from kws.prepare.tts.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
+from kws.prepare.tts.speakers import assign_splits, write_speakers_json, write_split_lists
+from kws.prepare.tts.styles import STYLE_STYLE, Style, draw_style, speak
+from kws.prepare.tts.voices import Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
 
 V1_WORDS = (
     "bed bird cat dog down eight five four go happy house left marvin nine no off on one right seven sheila "
@@ -117,7 +118,7 @@ class ClipTask:
     k: int
     seed: int
     path: Path
-    style: str = "plain"  # the --style: "plain" or "rich" (kws.styles draws the clip's own style)
+    style: str = "plain"  # the --style: "plain" or "rich" (kws.prepare.tts.styles draws the clip's own style)
 
     def draw(self) -> Draw:
         return Draw(f"kws-tts/{self.seed}/clip/{self.word}/{self.speaker.id}/{self.k}")
@@ -254,7 +255,7 @@ def prepare_tts(
     """Synthesize DATA_ROOT/NAME/ (skipping clips already there), write the split lists and noises, then the
     manifests. Notes in the result say how many clips were synthesized and how fast. `style` "plain" says
     each keyword alone in the speaker's voice; "rich" varies prosody, carrier phrases and intonation per clip
-    (kws.styles)."""
+    (kws.prepare.tts.styles)."""
     check_options(opts)
     words = check_words(list(words))
     if style not in STYLE_STYLE:
@@ -350,7 +351,7 @@ def _write_clips(tasks: list[ClipTask]) -> int:
 
 def _run(tasks: list[ClipTask], workers: int) -> float:
     """Render and write `tasks` over `workers` processes with a progress bar; returns the seconds taken."""
-    from kws.progress import item_progress
+    from kws.console import item_progress
 
     start = time.perf_counter()
     with item_progress("clips") as bar:

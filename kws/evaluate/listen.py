@@ -21,9 +21,9 @@ from rich.table import Table
 
 from kws.audio import SAMPLE_RATE, read_wav
 from kws.errors import DataError, KWSError
-from kws.errors_page import PageResult, write_errors_page
+from kws.evaluate.page import PageResult, write_errors_page
+from kws.evaluate.report import REPORT_FILE, EvalReport, Misclassified, read_report_json
 from kws.files import write_text_atomic
-from kws.report import REPORT_FILE, EvalReport, Misclassified, read_report_json
 
 SORTS = ("confidence", "-confidence", "pair")
 ERRORS_PAGE = "errors.html"

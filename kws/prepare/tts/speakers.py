@@ -25,7 +25,7 @@ from typing import Any
 
 from kws.errors import KWSError
 from kws.files import write_json_atomic, write_text_atomic
-from kws.voices import Speaker, variant_family
+from kws.prepare.tts.voices import Speaker, variant_family
 
 SPEAKERS_FILE = "speakers.json"
 SPEAKERS_FORMAT = 1

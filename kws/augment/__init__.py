@@ -1,0 +1,1 @@
+"""Training-only augmentation stages, batched on the training device."""

@@ -1,0 +1,1 @@
+"""`kws evaluate` and `kws listen-errors`: scoring, reports, the errors page and playback."""

@@ -1,0 +1,1 @@
+"""`kws prepare`: Speech Commands (download, archive, splits) and the synthesized dataset (tts/)."""

@@ -1,0 +1,1 @@
+"""`kws train`: the loop, its run dir, validation, distributed helpers and loop state."""
