@@ -216,8 +216,7 @@ def interleaved_step_s(exact: Config, robust: Config, n_steps: int, n_labels: in
     The training runs' own clips/s are measured minutes apart, which on a shared machine can differ more
     than the augmentations cost."""
     from kws.model import build_model
-    from kws.optim import build_optimizer
-    from kws.schedule import build_scheduler
+    from kws.optim import build_optimizer, build_scheduler
     from kws.train.loop import TrainInputs, train_step
 
     batch = exact.trainer.batch_size

@@ -159,7 +159,7 @@ def train(
     from rich.console import Console
 
     from kws.config import load_config
-    from kws.display import summary_table
+    from kws.console import summary_table
     from kws.train.loop import apply_options
     from kws.train.loop import train as run_training
 

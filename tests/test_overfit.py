@@ -14,8 +14,7 @@ from kws.augment.recipe import SpecAugment, WaveAugment
 from kws.config import load_config
 from kws.features import FeatureExtractor
 from kws.model import build_model, count_parameters
-from kws.optim import build_optimizer
-from kws.schedule import build_scheduler
+from kws.optim import build_optimizer, build_scheduler
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 N_CLASSES, PER_CLASS, STEPS = 4, 4, 150

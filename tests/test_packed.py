@@ -1,4 +1,4 @@
-"""The packed cache (kws.packed) and the batches formed from it (kws.data)."""
+"""The packed cache (kws.data) and the batches formed from it (kws.data)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from kws.audio import read_wav
-from kws.data import ClipSet, StepGenerator, derive_seed, epoch_order, steps_per_epoch
+from kws.data import ClipSet, StepGenerator, derive_seed, epoch_order, load_packed, steps_per_epoch
 from kws.errors import DataError
 from kws.manifest import Entry, read_manifest, write_manifest
-from kws.packed import load_packed
 from tests.tiny_dataset import CLASSES, make_tiny_dataset
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kws.config import ScheduleConfig
-from kws.schedule import build_scheduler, lr_at
+from kws.optim import build_scheduler, lr_at
 
 BASE, MIN = 0.05, 0.001
 S = 1000  # total steps: W = int(0.05 * S) = 50 warmup steps, H = int(0.45 * S) + W = 500

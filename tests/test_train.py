@@ -104,7 +104,7 @@ def test_best_checkpoint_rebuilds_the_model(
         assert key in ckpt, key
     assert loaded.step == ckpt["step"]
     # The rebuilt model classifies the validation set as well as training measured it.
-    from kws.packed import load_packed
+    from kws.data import load_packed
 
     packed = load_packed(data["validation"], run_dir / "cache", loaded.labels)
     audio = torch.from_numpy(packed.audio[packed.index]).float() / 32768

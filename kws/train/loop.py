@@ -1,6 +1,6 @@
 """The training loop: packed data -> augmentation -> features -> model -> Novograd, with validation,
 checkpoints and exact resumption. Reads top to bottom; the helpers live in data, validation, state,
-checkpoint, rundir, display and distributed.
+checkpoint, rundir, console and distributed.
 
 One process, or one per GPU under `torchrun` (DDP): the batch size is per process, every process draws its
 own disjoint share of each global batch, and only rank 0 writes files and prints.
@@ -12,6 +12,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,39 @@ from torch import Tensor, nn
 from kws.augment.recipe import SpecAugment, WaveAugment
 from kws.checkpoint import save_checkpoint
 from kws.config import Config, config_to_dict
-from kws.console import stderr_console
-from kws.data import ClipSet, StepGenerator, epoch_order, fits_on_device, steps_per_epoch
+from kws.console import TrainDisplay, stderr_console
+from kws.data import ClipSet, StepGenerator, epoch_order, fits_on_device, load_packed, steps_per_epoch
 from kws.device import autocast, pick_device, pick_precision, set_cpu_threads
-from kws.display import TrainDisplay, TrainResult
 from kws.errors import ConfigError, TrainingError
 from kws.features import FeatureExtractor
 from kws.manifest import read_manifest
 from kws.model import build_model
-from kws.optim import build_optimizer
-from kws.packed import load_packed
-from kws.schedule import build_scheduler
+from kws.optim import build_optimizer, build_scheduler
 from kws.train import distributed
-from kws.train.curves import write_curves
-from kws.train.rundir import BEST, CURVES_FILE, LAST, MetricsLog, claim_run_dir
-from kws.train.state import InterruptFlag, LoopState, checkpoint_state, restore
+from kws.train.interrupt import InterruptFlag
+from kws.train.resume import LoopState, checkpoint_state, restore
+from kws.train.rundir import BEST, CURVES_FILE, LAST, MetricsLog, claim_run_dir, write_curves
 from kws.train.validation import set_names, validate
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    epochs_done: int
+    steps: int
+    best_val_accuracy: float | None
+    best_epoch: int | None
+    best_step: int | None
+    last_val: dict[str, dict[str, float]]  # validation manifest name -> {"loss", "accuracy"}
+    train_s: float  # seconds spent in training steps (no validation, no checkpoints)
+    total_s: float
+    clips_per_s: float  # training clips per second over all processes
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # "last" | "best" -> path
+    world_size: int = 1
+    is_main: bool = True
+    notes: list[str] = field(default_factory=list)
 
 
 def train(

@@ -1,14 +1,12 @@
 """What a training run carries across an interruption: the loop's position (`LoopState`), the checkpoint
-contents built from it, their restoration for `--resume`, and Ctrl-C handling at step boundaries."""
+contents built from it, and their restoration for `--resume`."""
 
 from __future__ import annotations
 
 import dataclasses
-import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -120,28 +118,3 @@ def restore(
         scheduler.step()  # sets the learning rate of step `st.step`
     set_rng_state(state["rng"], device)
     return st
-
-
-class InterruptFlag:
-    """Within the block, Ctrl-C (SIGINT) sets `requested` instead of raising, so the loop can stop at a step
-    boundary and save; a second Ctrl-C raises at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> InterruptFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
