@@ -119,8 +119,8 @@ def bench_config(
         "trainer.precision=32",  # CPU: bf16 autocast is slower than float32 there
         f"trainer.log_every_n_steps={max(steps // 10, 1)}",
     ]
-    if cfg.augment.noise_dir:
-        overrides.append(f"augment.noise_dir={dataset / '_background_noise_'}")
+    if cfg.augment.noise.dir:
+        overrides.append(f"augment.noise.dir={dataset / '_background_noise_'}")
     return apply_overrides(cfg, overrides)
 
 
@@ -268,7 +268,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting of the robust config (repeatable), e.g. features.vtlp_range=[0.8,1.25]",
+        help="override a setting of the robust config (repeatable), e.g. features.vtlp_range=[0.8,1.25] "
+        "or augment.room.prob=0.4",
     )
     ap.add_argument("--out", type=Path, default=Path("/tmp/kws_generalization"))
     ap.add_argument("--json", type=Path, help="also write the figures here")

@@ -37,10 +37,10 @@ from torch import Tensor, nn
 from kws.audio import SAMPLE_RATE, float_to_int16, write_wav
 from kws.config import Config, load_config
 from kws.data import ClipSet, StepGenerator, epoch_order, load_packed
-from kws.device import set_cpu_threads
 from kws.manifest import Entry, read_manifest, write_manifest
 from kws.model import build_model
 from kws.optim import build_optimizer, build_scheduler
+from kws.train.device import set_cpu_threads
 from kws.train.loop import TrainInputs, train_step
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kws.console import prepare_table
 from kws.errors import KWSError
 from kws.prepare.speech_commands import prepare_speech_commands
-from kws.prepare.splits import ManifestOptions, summary_table
+from kws.prepare.splits import ManifestOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(note)
     if result.up_to_date:
         print(f"Manifests in {result.dataset_dir} are up to date for these options; nothing to do.")
-    Console().print(summary_table(result))
+    Console().print(prepare_table(result))
     return 0
 
 

@@ -14,6 +14,15 @@ SAMPLE_RATE = 16_000  # Hz
 CLIP_S = 1.0  # seconds: a Speech Commands clip is at most this long
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_S)
 INT16_SCALE = 32768.0  # int16 full scale, to turn PCM into floats in [-1, 1)
+# The analysis window of the features (kws.config.FeaturesConfig's defaults) and of the errors page.
+WIN_S = 0.025  # seconds
+HOP_S = 0.010  # seconds: one second -> 101 frames
+WIN_LENGTH = round(WIN_S * SAMPLE_RATE)  # samples
+HOP_LENGTH = round(HOP_S * SAMPLE_RATE)  # samples
+N_FFT = 512  # samples: the power of two above WIN_LENGTH
+N_MELS = 64
+# Dataset layout (Speech Commands, and the TTS source that copies it): the background noise recordings.
+NOISE_DIR = "_background_noise_"
 
 
 def wav_frames(path: Path) -> int:

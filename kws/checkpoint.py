@@ -38,6 +38,16 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """Read a kws checkpoint; a missing, damaged or foreign file is a CheckpointError saying which."""
     path = Path(path)
+    if path.is_dir():
+        inside = _checkpoints_in(path, every=True)
+        if not inside:
+            raise CheckpointError(
+                f"checkpoint {path} is a directory with no .pt file in it; pass a checkpoint `kws train` "
+                "wrote, e.g. runs/<name>/best.pt"
+            )
+        raise CheckpointError(
+            f"checkpoint {path} is a directory; pass a checkpoint in it: {', '.join(inside)}"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; check the path (train writes last.pt, best.pt)"
@@ -45,10 +55,17 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files: pickle, zip, EOF, runtime errors
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        others = [p for p in _checkpoints_in(path.parent) if Path(p).name != path.name]
+        fix = (
+            f"use another checkpoint, e.g. {' or '.join(others)}"
+            if others
+            else "copy it again or train again"
+        )
+        # PyTorch's own message is a page of advice about weights_only=False, which kws never needs and
+        # which would run arbitrary code: say in a few words what is wrong with the file instead.
         raise CheckpointError(
-            f"cannot read checkpoint {path}: it is damaged or not a kws checkpoint ({type(exc).__name__}: "
-            f"{first_line}); use another checkpoint, e.g. best.pt or last.pt"
+            f"cannot read checkpoint {path}: it is damaged or not a kws checkpoint "
+            f"({_what_is_wrong(path, exc)}); {fix}"
         ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
@@ -56,6 +73,31 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
             f"{path} is not a kws checkpoint (expected keys {', '.join(REQUIRED_KEYS)}; found {found})"
         )
     return state
+
+
+def _checkpoints_in(folder: Path, every: bool = False) -> list[str]:
+    """best.pt and last.pt in `folder` when there (what `kws train` writes); with `every`, else up to three
+    other .pt files. As paths to type."""
+    written = [str(folder / name) for name in ("best.pt", "last.pt") if (folder / name).is_file()]
+    if written or not every:
+        return written
+    try:
+        return [str(p) for p in sorted(folder.glob("*.pt")) if p.is_file()][:3]
+    except OSError:
+        return []
+
+
+def _what_is_wrong(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if "central directory" in text or isinstance(exc, EOFError):
+        return "the file is cut short, as by a full disk or an interrupted copy"
+    if "This file can still be loaded" in text or "GLOBAL" in text:
+        return "it holds Python objects other than tensors and plain containers"
+    if "zip" in text.lower() or "Unsupported operand" in text or "invalid load key" in text:
+        return "not a file written by torch.save"
+    return type(exc).__name__
 
 
 def git_commit() -> str | None:

@@ -1,16 +1,18 @@
 """The `kws` command line. Commands parse options, call one library function and print a summary.
 
 Heavy imports (torch) happen inside the commands so that `kws --help` answers instantly. This is the one
-place where errors become exit codes: a `KWSError` prints `error: <message>` and exits 1; Ctrl-C exits 130.
+place where errors become exit codes: a `KWSError` prints `error: <message>` and exits 1; Ctrl-C exits 130
+(128 + SIGINT), SIGTERM during training 143.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from kws import __version__
@@ -27,6 +29,7 @@ app = typer.Typer(
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _version_callback(value: bool) -> None:
@@ -86,29 +89,38 @@ def prepare(
     ] = None,
 ) -> None:
     """Download or synthesize a dataset, split it and write train/validation/test manifests."""
-    from kws.prepare.splits import ManifestOptions, summary_table
+    from kws.console import prepare_table
+    from kws.prepare.splits import ManifestOptions
 
     opts = ManifestOptions(classes=classes, rebalance=rebalance, seed=seed, exclude=exclude, workers=workers)
-    if dataset == "speech_commands":
-        from kws.prepare.speech_commands import prepare_speech_commands
+    with _signal_exit_code():
+        if dataset == "speech_commands":
+            from kws.prepare.speech_commands import prepare_speech_commands
 
-        result = prepare_speech_commands(
-            data_root, version, opts, url=url, archive=archive, sha256=sha256, verify=verify, source=source
-        )
-    elif dataset == "tts":
-        from kws.prepare.tts.source import parse_words, prepare_tts
+            result = prepare_speech_commands(
+                data_root,
+                version,
+                opts,
+                url=url,
+                archive=archive,
+                sha256=sha256,
+                verify=verify,
+                source=source,
+            )
+        elif dataset == "tts":
+            from kws.prepare.tts.source import parse_words, prepare_tts
 
-        result = prepare_tts(
-            data_root,
-            name,
-            parse_words(words),
-            n_speakers=speakers,
-            clips_per_speaker=clips_per_speaker,
-            opts=opts,
-            style=style,
-        )
-    else:
-        raise KWSError(f"unknown --dataset {dataset!r}; use speech_commands or tts")
+            result = prepare_tts(
+                data_root,
+                name,
+                parse_words(words),
+                n_speakers=speakers,
+                clips_per_speaker=clips_per_speaker,
+                opts=opts,
+                style=style,
+            )
+        else:
+            raise KWSError(f"unknown --dataset {dataset!r}; use speech_commands or tts")
     for note in result.notes:
         typer.echo(note)
     if result.up_to_date:
@@ -117,7 +129,7 @@ def prepare(
         typer.echo(f"Excluded {result.n_excluded} clips listed in {exclude}.")
     from rich.console import Console
 
-    Console().print(summary_table(result))
+    Console().print(prepare_table(result))
 
 
 @app.command()
@@ -147,6 +159,12 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --run-dir from last.pt.")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Start over in a --run-dir holding a run (replaces checkpoints, metrics)."
+        ),
+    ] = False,
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (trainer.compile).")
     ] = False,
@@ -158,15 +176,19 @@ def train(
     """Train a keyword-spotting model (one process, or one per GPU under torchrun -m kws train)."""
     from rich.console import Console
 
-    from kws.config import load_config
-    from kws.console import summary_table
-    from kws.train.loop import apply_options
-    from kws.train.loop import train as run_training
+    from kws.config import apply_options, load_config
+    from kws.console import train_table
+    from kws.train.rundir import CONFIG_FILE
 
     if config is None:
-        if not (resume and run_dir is not None and (run_dir / "config.yaml").is_file()):
+        if resume and run_dir is not None and not (run_dir / CONFIG_FILE).is_file():
+            raise KWSError(
+                f"nothing to resume: {run_dir} holds no {CONFIG_FILE} (no run was started there); check "
+                "--run-dir, or drop --resume and pass --config to start a new run"
+            )
+        if not (resume and run_dir is not None):
             raise KWSError("--config is required (only --resume with an existing --run-dir may leave it out)")
-        config = run_dir / "config.yaml"
+        config = run_dir / CONFIG_FILE
     cfg = load_config(config, set_ or ())
     cfg = apply_options(
         cfg,
@@ -180,9 +202,12 @@ def train(
         seed=seed,
         compile=compile or None,
     )
-    result = run_training(cfg, run_dir or Path("runs") / config.stem, resume=resume)
+    from kws.train.loop import train as run_training  # torch: imported once the options are known good
+
+    with _signal_exit_code():
+        result = run_training(cfg, run_dir or Path("runs") / config.stem, resume=resume, overwrite=overwrite)
     if result.is_main:
-        Console().print(summary_table(result))
+        Console().print(train_table(result))
 
 
 @app.command()
@@ -207,8 +232,8 @@ def evaluate(
     """Evaluate a checkpoint on manifests: report.json, predictions.csv, confusion.png, per_class.png."""
     from rich.console import Console
 
+    from kws.console import evaluation_renderables
     from kws.evaluate.scoring import evaluate as evaluate_checkpoint
-    from kws.evaluate.scoring import summary_renderables
 
     outcomes = evaluate_checkpoint(
         checkpoint,
@@ -221,7 +246,7 @@ def evaluate(
         classes_map=classes_map,
     )
     console = Console()
-    for item in summary_renderables(outcomes):
+    for item in evaluation_renderables(outcomes):
         console.print(item)
 
 
@@ -260,6 +285,33 @@ def listen_errors(
             typer.echo(f"suspects: {suspects}; leave them out with `kws prepare ... --exclude {suspects}`")
 
 
+@contextlib.contextmanager
+def _signal_exit_code() -> Iterator[None]:
+    """Exit with 128 + the signal that stopped the command (130 Ctrl-C, 143 SIGTERM): Typer turns every
+    KeyboardInterrupt into exit code 130 before `main` could tell them apart."""
+    from kws.interrupt import Interrupted
+
+    try:
+        yield
+    except Interrupted as exc:
+        raise typer.Exit(128 + exc.signum) from None
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """Print a Typer usage error as `error: ...` (one line, no usage block or panel); its exit code."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `kws`: the help, not an error (Typer's own test)
+        if exc.format_message():  # with rich, Typer already printed it while raising; without, it is here
+            typer.echo(exc.format_message())
+        return exc.exit_code
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)  # a UsageError knows the command it was parsing
+    if ctx is not None:
+        stop = "" if message.endswith((".", "?", "!")) else "."
+        message = f"{message}{stop} See `{ctx.command_path} --help`."
+    typer.echo(f"error: {message}", err=True)
+    return exc.exit_code
+
+
 def main() -> None:
     """Entry point of the `kws` console script: the error boundary."""
     try:
@@ -268,9 +320,9 @@ def main() -> None:
         if exc.from_rank is None:  # a DDP process raising another process's error: that one prints it
             typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # 128 + the signal: 130 (Ctrl-C), 143 (SIGTERM, kws.interrupt)
         typer.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(128 + getattr(exc, "signum", EXIT_INTERRUPTED - 128))
     except OSError as exc:  # a file-system failure no library call turned into a KWSError: still one line
         where = f": {exc.filename}" if exc.filename else ""
         typer.echo(
@@ -282,8 +334,9 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:  # usage errors: click's own message and exit code 2
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors (exit 2): Typer's own wording, on one line
+        sys.exit(_usage_error(exc))
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # a command stopped by Ctrl-C or SIGTERM
+        typer.echo("interrupted", err=True)
     if isinstance(code, int):
         sys.exit(code)

@@ -1,8 +1,9 @@
 """The run configuration: frozen dataclasses loaded from YAML, one section per component.
 
-Every section has the recipe's defaults (RECIPE.md); a YAML file only lists what it changes. Unknown keys and
-values of the wrong type are `ConfigError`s naming the dotted key and the file. YAML lists become tuples, so
-a `Config` is hashable and cannot be changed by accident; `dataclasses.replace` makes modified copies.
+Every section has the recipe's defaults (RECIPE.md); a YAML file only lists what it changes. Unknown keys,
+values of the wrong type and values out of range (each section's `check`) are `ConfigError`s naming the
+dotted key and the file. YAML lists become tuples, so a `Config` is hashable and cannot be changed by
+accident; `dataclasses.replace` makes modified copies.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from kws.audio import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
+from kws.augment.config import FLAT_KEYS, AugmentConfig, upgrade_flat_keys  # augment: beside its stages
+from kws.checks import above, at_least, probability, require, span
 from kws.errors import ConfigError
 
 
@@ -31,52 +35,48 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    sample_rate: int = 16000  # Hz
+    sample_rate: int = SAMPLE_RATE  # Hz
     n_mfcc: int = 64
-    n_mels: int = 64
-    n_fft: int = 512  # samples
-    win_length: int = 400  # samples (25 ms)
-    hop_length: int = 160  # samples (10 ms): 1 s -> 101 frames
+    n_mels: int = N_MELS
+    n_fft: int = N_FFT  # samples
+    win_length: int = WIN_LENGTH  # samples (25 ms)
+    hop_length: int = HOP_LENGTH  # samples (10 ms): 1 s -> 101 frames
     f_min: float = 0.0  # Hz
     f_max: float | None = None  # None: sample_rate / 2
     n_frames: int = 128  # crop/pad target
+    pad: str = "clip"  # "batch": as NeMo (kws/features.py); "clip" also for checkpoints without the key
     normalize: str | None = None  # None (the recipe) | "per_utterance" (mean/variance over time)
     # Vocal-tract-length perturbation (issue 7), training only: each clip's mel filterbank is read at
     # frequencies warped by a factor ~ U(low, high) (VTLP). None (the recipe) disables it.
     vtlp_range: tuple[float, float] | None = None
     vtlp_prob: float = 1.0  # share of clips warped when vtlp_range is set
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    time_shift_ms: float = 5.0  # shift ~ U(-x, x) ms; 0 disables
-    white_noise_db: tuple[int, int] | None = (-90, -47)  # integer dB, both ends included; None disables
-    cutout_rects: int = 5  # SpecCutout rectangles per clip; 0 disables
-    cutout_freq: int = 15  # widest rectangle, MFCC bins
-    cutout_time: int = 25  # widest rectangle, frames
-    freq_masks: int = 2  # SpecAugment; 0 disables
-    freq_width: int = 15
-    time_masks: int = 2
-    time_width: int = 25
-    # Robustness stages (issue 7, kws/augment/stages.py), all off in the recipe: the waveform stages named in
-    # `order` run in that order before the time shift and white noise, each on a share `<stage>_prob` of
-    # the clips. Stages: speed, gain, noise, room, channel.
-    order: tuple[str, ...] = ()
-    speed_prob: float = 0.0
-    speed_range: tuple[float, float] = (0.8, 1.25)  # resampling factor (> 1: faster and higher)
-    gain_prob: float = 0.0
-    gain_db: tuple[float, float] = (-10.0, 10.0)
-    noise_prob: float = 0.0
-    noise_snr_db: tuple[float, float] = (0.0, 30.0)  # over each clip's valid samples
-    noise_dir: str | None = None  # folder of noise wavs; "auto": the train manifest's _background_noise_
-    room_prob: float = 0.0
-    room_rt60_s: tuple[float, float] = (0.1, 0.7)
-    room_drr_db: tuple[float, float] = (-3.0, 15.0)  # direct-to-reverberant energy ratio
-    channel_prob: float = 0.0
-    channel_low_hz: tuple[float, float] = (50.0, 400.0)  # high-pass corner, log-uniform
-    channel_high_hz: tuple[float, float] = (3000.0, 8000.0)  # low-pass corner, log-uniform
-    channel_peaks: int = 2  # peaking EQ bands per clip
-    channel_peak_db: float = 8.0  # peak gains ~ U(-x, x) dB
+    def check(self, key: str) -> None:
+        for name in ("sample_rate", "n_mfcc", "n_mels", "n_fft", "win_length", "hop_length", "n_frames"):
+            at_least(f"{key}.{name}", getattr(self, name), 1)
+        # torchaudio's MFCC keeps the first n_mfcc DCT coefficients of n_mels bands
+        require(self.n_mfcc <= self.n_mels, f"{key}.n_mfcc", f"<= {key}.n_mels ({self.n_mels})", self.n_mfcc)
+        require(
+            self.win_length <= self.n_fft,
+            f"{key}.win_length",
+            f"<= {key}.n_fft ({self.n_fft})",
+            self.win_length,
+        )
+        at_least(f"{key}.f_min", self.f_min, 0)
+        nyquist = self.sample_rate / 2
+        if self.f_max is None:
+            require(
+                self.f_min < nyquist, f"{key}.f_min", f"< {key}.sample_rate / 2 ({nyquist:g})", self.f_min
+            )
+        else:
+            require(
+                self.f_min < self.f_max <= nyquist,
+                f"{key}.f_max",
+                f"> {key}.f_min ({self.f_min:g}) and <= {key}.sample_rate / 2 ({nyquist:g})",
+                self.f_max,
+            )
+        span(f"{key}.vtlp_range", self.vtlp_range, positive=True)
+        probability(f"{key}.vtlp_prob", self.vtlp_prob)
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,13 @@ class BlockConfig:
     dropout: float = 0.0
     residual: bool = False
     separable: bool = False
+
+    def check(self, key: str) -> None:
+        for name in ("filters", "repeat", "kernel", "stride", "dilation"):
+            at_least(f"{key}.{name}", getattr(self, name), 1)
+        # kws/model.py pads dilation * (kernel - 1) / 2 frames each side: "same" length only for odd kernels
+        require(self.kernel % 2 == 1, f"{key}.kernel", "odd (for 'same' padding)", self.kernel)
+        require(0 <= self.dropout < 1, f"{key}.dropout", "in [0, 1)", self.dropout)
 
 
 def _matchboxnet_blocks(repeat: int) -> tuple[BlockConfig, ...]:
@@ -110,6 +117,11 @@ class ModelConfig:
     # "all": average over every frame, as the recipe (padding included); "valid": only frames t < length.
     pool: str = "all"
 
+    def check(self, key: str) -> None:
+        require(len(self.blocks) >= 1, f"{key}.blocks", "a list of at least one block", self.blocks)
+        for i, block in enumerate(self.blocks):
+            block.check(f"{key}.blocks[{i}]")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -119,6 +131,13 @@ class OptimConfig:
     weight_decay: float = 0.001
     eps: float = 1e-8
 
+    def check(self, key: str) -> None:
+        above(f"{key}.lr", self.lr, 0)
+        for i, beta in enumerate(self.betas):
+            require(0 <= beta < 1, f"{key}.betas[{i}]", "in [0, 1)", beta)
+        at_least(f"{key}.weight_decay", self.weight_decay, 0)
+        above(f"{key}.eps", self.eps, 0)
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
@@ -127,6 +146,19 @@ class ScheduleConfig:
     hold_ratio: float = 0.45
     min_lr: float = 0.001
     power: float = 2.0
+
+    def check(self, key: str) -> None:
+        for name in ("warmup_ratio", "hold_ratio"):
+            value = getattr(self, name)
+            require(0 <= value <= 1, f"{key}.{name}", "in [0, 1]", value)
+        require(
+            self.warmup_ratio + self.hold_ratio <= 1,
+            f"{key}.hold_ratio",
+            f"<= 1 - {key}.warmup_ratio ({1 - self.warmup_ratio:g}): warmup and hold share one run",
+            self.hold_ratio,
+        )
+        at_least(f"{key}.min_lr", self.min_lr, 0)
+        above(f"{key}.power", self.power, 0)
 
 
 @dataclass(frozen=True)
@@ -140,6 +172,21 @@ class TrainerConfig:
     val_every_n_steps: int | None = None
     log_every_n_steps: int = 50
     compile: bool = False
+
+    def check(self, key: str) -> None:
+        at_least(f"{key}.epochs", self.epochs, 1)
+        if self.max_steps is not None:
+            require(self.max_steps >= 1, f"{key}.max_steps", ">= 1 (or null: no limit)", self.max_steps)
+        at_least(f"{key}.batch_size", self.batch_size, 1)
+        at_least(f"{key}.seed", self.seed, 0)  # numpy's SeedSequence takes no negative seed
+        if self.val_every_n_steps is not None:
+            require(
+                self.val_every_n_steps >= 1,
+                f"{key}.val_every_n_steps",
+                ">= 1 (or null: once per epoch)",
+                self.val_every_n_steps,
+            )
+        at_least(f"{key}.log_every_n_steps", self.log_every_n_steps, 1)
 
 
 @dataclass(frozen=True)
@@ -156,6 +203,7 @@ class Config:
 # Allowed values of the string fields that select behaviour; anything else is a typo worth an error.
 _CHOICES: dict[str, tuple[str | None, ...]] = {
     "features.normalize": (None, "per_utterance"),
+    "features.pad": ("clip", "batch"),
     "model.pool": ("all", "valid"),
     "optim.name": ("novograd",),
     "schedule.name": ("cosine", "hold_poly"),
@@ -243,71 +291,42 @@ def config_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Build a `Config` from nested mappings; missing keys keep their defaults, errors name key + source."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"{source}: expected a mapping of sections at the top, got {type(d).__name__}")
+    try:
+        d = upgrade_layout(d)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     cfg: Config = _build(Config, d, "", source)
-    _check_robust(cfg, source)
+    check_config(cfg, source)
     return cfg
 
 
-WAVE_STAGES = ("speed", "gain", "noise", "room", "channel")
+def upgrade_layout(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict in today's layout: configs, run dirs and checkpoints written before the per-stage
+    augment sections spell `augment.speed_prob`, now `augment.speed.prob` (compare configs after this)."""
+    if isinstance(d.get("augment"), Mapping):
+        return {**d, "augment": upgrade_flat_keys(d["augment"])}
+    return dict(d)
 
 
-def _check_robust(cfg: Config, source: str) -> None:
-    """Ranges, probabilities and stage order of the issue-7 augmentations, as ConfigErrors naming the key."""
-    aug, feat = cfg.augment, cfg.features
-    for i, stage in enumerate(aug.order):
-        if stage not in WAVE_STAGES:
-            raise ConfigError(
-                f"{source}: `augment.order[{i}]` must be one of {list(WAVE_STAGES)}, got {stage!r}"
-            )
-    if len(set(aug.order)) != len(aug.order):
-        raise ConfigError(f"{source}: `augment.order` names a stage twice: {list(aug.order)}")
-    probs = {f"augment.{s}_prob": getattr(aug, f"{s}_prob") for s in WAVE_STAGES}
-    probs["features.vtlp_prob"] = feat.vtlp_prob
-    for key, p in probs.items():
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"{source}: `{key}` must be a probability in [0, 1], got {p}")
-    for stage in WAVE_STAGES:
-        if getattr(aug, f"{stage}_prob") > 0 and stage not in aug.order:
-            raise ConfigError(
-                f"{source}: `augment.{stage}_prob` is {getattr(aug, f'{stage}_prob')} but `{stage}` is not "
-                f"in `augment.order` {list(aug.order)}; add it there to say when it runs"
-            )
-    ranges: dict[str, tuple[float, float] | None] = {
-        "augment.speed_range": aug.speed_range,
-        "augment.gain_db": aug.gain_db,
-        "augment.noise_snr_db": aug.noise_snr_db,
-        "augment.room_rt60_s": aug.room_rt60_s,
-        "augment.room_drr_db": aug.room_drr_db,
-        "augment.channel_low_hz": aug.channel_low_hz,
-        "augment.channel_high_hz": aug.channel_high_hz,
-        "features.vtlp_range": feat.vtlp_range,
-    }
-    positive = {
-        "augment.speed_range",
-        "augment.room_rt60_s",
-        "augment.channel_low_hz",
-        "augment.channel_high_hz",
-        "features.vtlp_range",
-    }
-    for key, r in ranges.items():
-        if r is None:
-            continue
-        if r[0] > r[1]:
-            raise ConfigError(f"{source}: `{key}` must be [low, high] with low <= high, got {list(r)}")
-        if key in positive and r[0] <= 0:
-            raise ConfigError(f"{source}: `{key}` must be positive, got {list(r)}")
-    if aug.channel_high_hz[1] > feat.sample_rate / 2:
-        raise ConfigError(
-            f"{source}: `augment.channel_high_hz` must stay below the Nyquist frequency "
-            f"{feat.sample_rate / 2:g} Hz, got {list(aug.channel_high_hz)}"
+def check_config(cfg: Config, source: str) -> None:
+    """Every value with a valid range, checked before any data is read: a ConfigError naming the source,
+    the dotted key, the allowed range and the value (`run.yaml: `optim.lr` must be > 0, got -1.0`)."""
+    try:
+        cfg.features.check("features")
+        cfg.augment.check("augment", cfg.features.sample_rate)
+        cfg.model.check("model")
+        cfg.optim.check("optim")
+        cfg.schedule.check("schedule")
+        cfg.trainer.check("trainer")
+        # the schedules decay from optim.lr down to min_lr
+        require(
+            cfg.schedule.min_lr <= cfg.optim.lr,
+            "schedule.min_lr",
+            f"<= optim.lr ({cfg.optim.lr:g})",
+            cfg.schedule.min_lr,
         )
-    if aug.channel_peaks < 0 or aug.channel_peak_db < 0:
-        raise ConfigError(f"{source}: `augment.channel_peaks` and `augment.channel_peak_db` must be >= 0")
-    if "noise" in aug.order and aug.noise_prob > 0 and not aug.noise_dir:
-        raise ConfigError(
-            f"{source}: `augment.noise_prob` is {aug.noise_prob} but `augment.noise_dir` is not set; give a "
-            "folder of 16 kHz mono noise wavs, or `auto` for the train manifest's _background_noise_ folder"
-        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -327,27 +346,62 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def apply_overrides(cfg: Config, overrides: Sequence[str], source: str = "--set") -> Config:
     """Apply `section.key=value` overrides; the value is read as YAML and typed by the dataclass field.
 
-    `trainer.max_steps=none` sets an optional field to None; `optim.betas=[0.98,0.5]` sets a tuple.
+    `trainer.max_steps=none` sets an optional field to None; `optim.betas=[0.98,0.5]` sets a tuple;
+    `augment.speed.prob=0.5` reaches into a stage's section (the old `augment.speed_prob=0.5` still works).
     """
     d = config_to_dict(cfg)
     for item in overrides:
         path, sep, text = item.partition("=")
         keys = path.strip().split(".")
-        if not sep or len(keys) != 2 or not all(keys):
+        if not sep or len(keys) < 2 or not all(keys):
             raise ConfigError(f"{source}: expected `section.key=value`, got {item!r}")
-        section, name = keys
-        if section not in d:
-            raise ConfigError(f"{source}: unknown section `{section}` in {item!r}; known: {', '.join(d)}")
-        if name not in d[section]:
-            known = ", ".join(d[section])
-            raise ConfigError(f"{source}: unknown key `{section}.{name}` in {item!r}; known here: {known}")
+        if len(keys) == 2 and keys[0] == "augment" and keys[1] in FLAT_KEYS:
+            keys = ["augment", *FLAT_KEYS[keys[1]]]
+        section = d
+        for depth, name in enumerate(keys):
+            key = ".".join(keys[: depth + 1])
+            if name not in section:
+                known = ", ".join(section)
+                if depth == 0:
+                    raise ConfigError(f"{source}: unknown section `{name}` in {item!r}; known: {known}")
+                raise ConfigError(f"{source}: unknown key `{key}` in {item!r}; known here: {known}")
+            if depth == len(keys) - 1:
+                break
+            if not isinstance(section[name], dict):
+                raise ConfigError(f"{source}: `{key}` is a single setting, not a section; set it as a whole")
+            section = section[name]
         try:
             # `none` is a string to YAML; on the command line it means None, like `null`.
             value = None if text.strip().lower() in ("", "none", "null", "~") else yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: cannot read the value of `{path}` as YAML: {exc}") from None
-        d[section][name] = value
+        section[keys[-1]] = value
     return config_from_dict(d, source)
+
+
+def apply_options(
+    cfg: Config,
+    *,
+    train_manifest: Path | None = None,
+    val_manifests: list[Path] | None = None,
+    **trainer: Any,
+) -> Config:
+    """Command-line options over the config: manifests into `data`, the rest into `trainer` (None: keep).
+
+    Each option goes through the same type and range checks as the file, one at a time so that the error
+    names it (`--batch-size: `trainer.batch_size` must be >= 1, got 0`), before anything is read or written.
+    """
+    data = cfg.data
+    if train_manifest is not None:
+        data = dataclasses.replace(data, train_manifest=str(train_manifest))
+    if val_manifests:
+        data = dataclasses.replace(data, val_manifests=tuple(str(m) for m in val_manifests))
+    cfg = dataclasses.replace(cfg, data=data)  # paths: nothing to range-check
+    for name, value in trainer.items():
+        if value is not None:
+            changed = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, **{name: value}))
+            cfg = config_from_dict(config_to_dict(changed), "--" + name.replace("_", "-"))
+    return cfg
 
 
 def load_config(path: Path, overrides: Sequence[str] = ()) -> Config:

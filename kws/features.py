@@ -2,25 +2,57 @@
 
 `(batch, samples)` float audio in [-1, 1] -> `(batch, n_mfcc, n_frames)`. Lengths travel alongside:
 samples in, frames out. Everything is batched and runs on the input's device.
+
+Short clips are padded one of two ways (`features.pad`):
+- "batch", as NeMo 1.x: its collate function pads every waveform with zeros to the batch's widest clip, the
+  MFCC runs over that (a short clip's tail frames are the MFCC of digital silence, not zeros), and
+  CropOrPadSpectrogramAugmentation crops or pads the batch as a whole to `n_frames`;
+- "clip": each clip is cropped or padded by its own length, its frames past the clip are zeros, so a clip's
+  features do not depend on the other clips of its batch.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
 from kws.augment.vtlp import draw_warp_index, warp_factors, warped_filterbanks
 from kws.config import FeaturesConfig
+from kws.masks import valid_mask
 
 LOG_OFFSET = 1e-6  # torchaudio's MFCC(log_mels=True) adds this before the log
 NORM_EPS = 1e-5  # added to the standard deviation in per-utterance normalisation
 VTLP_STEPS = 31  # distinct warp factors over features.vtlp_range (kws/augment/vtlp.py)
+PAD_MODES = ("clip", "batch")  # features.pad
 
 
 def frame_lengths(lengths: Tensor, hop_length: int) -> Tensor:
     """Frames of a centred STFT (`center=True`) for clips of `lengths` samples: 16000 -> 101 at hop 160."""
     return torch.div(lengths, hop_length, rounding_mode="floor") + 1
+
+
+def pad_to_widest(audio: Tensor, lengths: Tensor, n_fft: int) -> tuple[Tensor, Tensor]:
+    """NeMo's batch: every clip zero-padded to the batch's widest clip, which becomes everyone's length.
+
+    `(batch, width)`, lengths `(batch,)` -> `(batch, width + n_fft // 2)`, lengths all `lengths.max()`.
+    A centred STFT of the result gives, in its first `frame_lengths(lengths.max())` frames, exactly the
+    frames of a centred STFT of the batch cut to its widest clip (`audio[:, :lengths.max()]`, what NeMo's
+    collate function builds), whatever width the data layer padded to. Cutting would need `lengths.max()` as
+    a Python int, a device sync every step on a GPU; instead the samples just past the widest clip are
+    overwritten with the reflection `torch.stft(center=True)` would have added there, and the frames past
+    it are left for crop/pad to drop as padding.
+    """
+    batch, width = audio.shape
+    lengths = lengths.to(audio.device)
+    end = lengths.max().clamp(max=width)  # 0-dim tensor: stays on the device
+    reach = n_fft // 2  # the centred STFT's last frame reads this far past the end
+    out = F.pad(audio * valid_mask(lengths, width, audio.dtype), (0, reach))  # NeMo pads with zeros
+    j = torch.arange(reach, device=audio.device)
+    mirrored = torch.gather(out, 1, (end - 2 - j).clamp(min=0).expand(batch, -1))  # "reflect": x[end-2-j]
+    out.scatter_(1, (end + j).expand(batch, -1), mirrored)
+    return out, end.expand(batch).clone()
 
 
 class MFCC(nn.Module):
@@ -105,8 +137,9 @@ def crop_or_pad(
     Returns the new features and lengths, which are all `n_frames`: as in the recipe (NeMo's
     CropOrPadSpectrogramAugmentation), the zero frames are part of the input, so the encoder's masks see the
     whole clip as valid and the head averages over all `n_frames` frames.
-    The reference pads a batch by its widest clip, so a short clip keeps its trailing frames of silence;
-    kws pads each clip by its own length, which makes a clip's features independent of its batch.
+    With every length equal to the batch's width (`features.pad: batch`, after `pad_to_widest`) this is
+    NeMo's batch-wide crop/pad; with each clip's own length (`pad: clip`), a short clip's tail frames are
+    zeros instead of the MFCC of silence.
     """
     batch, _, width = feats.shape
     lengths = lengths.to(feats.device).clamp(max=width)
@@ -130,7 +163,7 @@ def normalize_per_utterance(feats: Tensor, lengths: Tensor) -> Tensor:
     """Zero mean, unit variance per feature over each clip's valid frames; padding frames become 0."""
     # Masked sums over time as batched matrix-vector products, and in-place arithmetic: a third of the
     # elementwise passes of the plain formula, which took as long as the MFCC itself on a busy CPU.
-    mask = (torch.arange(feats.shape[-1], device=feats.device) < lengths[:, None]).to(feats.dtype)[:, :, None]
+    mask = valid_mask(lengths, feats.shape[-1], feats.dtype)[:, :, None]
     n = mask.sum(1, keepdim=True).clamp(min=1)  # (batch, 1, 1)
     mean = torch.bmm(feats, mask) / n  # (batch, n_features, 1)
     centred = feats - mean
@@ -139,10 +172,14 @@ def normalize_per_utterance(feats: Tensor, lengths: Tensor) -> Tensor:
 
 
 class FeatureExtractor(nn.Module):
-    """MFCC -> (optional per-utterance normalisation) -> crop/pad to `cfg.n_frames`.
+    """(`pad: batch`: pad to the widest clip) -> MFCC -> (optional per-utterance normalisation) -> crop/pad to
+    `cfg.n_frames`.
 
-    `(batch, samples)`, lengths in samples -> `(batch, n_mfcc, n_frames)`, lengths in frames. Training mode
-    crops long clips at a random offset (from `generator`, on the audio's device); eval mode at the centre.
+    `(batch, samples)`, lengths in samples -> `(batch, n_mfcc, n_frames)`, lengths in frames (all
+    `n_frames`, as NeMo passes on: the encoder sees every frame as valid). Training mode crops long inputs at
+    a random offset (from `generator`, on the audio's device); eval mode at the centre (NeMo crops at random
+    in evaluation too; a centre crop makes evaluation deterministic). With `pad: batch` "long" means the
+    batch's widest clip, and every clip is cropped or padded as that clip would be.
     """
 
     vtlp_banks: Tensor  # (VTLP_STEPS + 1, n_freqs, n_mels) warped filterbanks, the last unwarped
@@ -151,7 +188,13 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         if cfg.normalize not in (None, "per_utterance"):
             raise ValueError(f"normalize must be None or 'per_utterance', got {cfg.normalize!r}")
+        # `features.pad`: configs and checkpoints without the key get "clip" (FeaturesConfig's default), the
+        # behaviour they were written with; the shipped recipe configs set "batch".
+        self.pad = cfg.pad
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {list(PAD_MODES)}, got {self.pad!r}")
         self.mfcc = MFCC(cfg)
+        self.n_fft = cfg.n_fft
         self.n_frames = cfg.n_frames
         self.normalize = cfg.normalize
         # VTLP, training only: evaluation always sees the recipe's filterbank. The warped filterbanks are
@@ -165,6 +208,8 @@ class FeatureExtractor(nn.Module):
     def forward(
         self, audio: Tensor, lengths: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
+        if self.pad == "batch":
+            audio, lengths = pad_to_widest(audio, lengths, self.n_fft)
         filterbanks = None
         if self.training and self.vtlp_prob > 0:
             index = draw_warp_index(audio.shape[0], VTLP_STEPS, self.vtlp_prob, audio.device, generator)

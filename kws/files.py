@@ -1,16 +1,28 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename, so that a crash or
-Ctrl-C never leaves a half-written file under the real name."""
+Ctrl-C never leaves a half-written file under the real name. Folders are built the same way, and the
+temporary folders a killed process leaves behind are recognised and removed by the next run."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+import re
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kws.errors import KWSError
+
+HASH_BLOCK = 1 << 20  # bytes read at a time while hashing
+# A folder being built is `.<name>.<tag>-<host>-<pid>` beside its final place, renamed when complete (names
+# without the host come from older kws versions).
+_TEMP_FOLDER = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|extract)-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
+STALE_FOREIGN_S = 24 * 3600  # another machine's folder (a shared disk) untouched this long is abandoned
 
 
 @contextlib.contextmanager
@@ -48,3 +60,64 @@ def ensure_folder(folder: Path, purpose: str, error: type[KWSError]) -> None:
             f"cannot create the folder {folder} {purpose} ({why or exc}); "
             "check --data-root: it must be a folder you can write to"
         ) from None
+
+
+def file_digest(path: Path, on_read: Callable[[int], None] | None = None) -> hashlib._Hash:
+    """The SHA-256 state after reading the whole file in blocks (a resumed download goes on hashing the bytes
+    it appends); `on_read(n_bytes)` is called after each block, for a progress bar."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(HASH_BLOCK), b""):
+            digest.update(block)
+            if on_read is not None:
+                on_read(len(block))
+    return digest
+
+
+def file_sha256(path: Path, on_read: Callable[[int], None] | None = None) -> str:
+    """Hex SHA-256 of a file; `on_read` as for `file_digest`."""
+    return file_digest(path, on_read).hexdigest()
+
+
+def temp_folder(final: Path, tag: str = "tmp") -> Path:
+    """Where to build the folder `final` before renaming it into place: this process's own name beside it."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{tag}-{socket.gethostname()}-{os.getpid()}")
+
+
+def remove_stale_folders(parent: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary folders in `parent` (of the folder `name` only, when given) that killed processes
+    left behind; returns them. A folder is stale when its process, on this machine, is gone, or, written from
+    another machine sharing the disk, when it has not changed for STALE_FOREIGN_S. A live build (this process,
+    a parallel run, a DDP rank of another node) is never touched."""
+    parent, host = Path(parent), socket.gethostname()
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for folder in parent.iterdir():
+        match = _TEMP_FOLDER.match(folder.name)
+        if not match or not folder.is_dir() or (name is not None and match["name"] != name):
+            continue
+        if match["host"] in (None, host):
+            stale = not _pid_alive(int(match["pid"]))
+        else:
+            try:
+                newest = max([p.stat().st_mtime for p in folder.iterdir()] + [folder.stat().st_mtime])
+            except OSError:  # renamed or removed meanwhile by its owner
+                continue
+            stale = time.time() - newest > STALE_FOREIGN_S
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    return True

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kws.errors import DataError
 from kws.files import write_text_atomic
+
+EXPECTED_LINE = '{"audio_filepath": ..., "duration": ..., "command": ...}'
 
 
 @dataclass(frozen=True)
@@ -23,27 +27,50 @@ class Entry:
 
 
 def read_manifest(path: Path) -> list[Entry]:
-    """Read a manifest; `label` is accepted as a synonym of `command`."""
+    """Read a manifest; `label` is accepted as a synonym of `command`. A malformed line is a DataError that
+    names the file and the line number."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist; run `kws prepare` or check the path")
     entries = []
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                label = obj["command"] if "command" in obj else obj["label"]
-                entries.append(Entry(str(obj["audio_filepath"]), float(obj.get("duration", 0.0)), str(label)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise DataError(
-                    f"{path}:{line_no} is not a manifest line ({type(exc).__name__}: {exc}); expected "
-                    '{"audio_filepath": ..., "duration": ..., "command": ...}'
-                ) from None
+            if line.strip():
+                entries.append(_entry(line, f"line {line_no} of {path}"))
     if not entries:
         raise DataError(f"manifest {path} lists no clips; re-run `kws prepare` or pick another manifest")
     return entries
+
+
+def _entry(line: str, where: str) -> Entry:
+    """One manifest line -> Entry; `where` ("line N of X") starts every error message."""
+    try:
+        obj: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); expected {EXPECTED_LINE}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where} is not a JSON object but {line.strip()[:60]}; expected {EXPECTED_LINE}")
+    path = obj.get("audio_filepath")
+    if not isinstance(path, str) or not path:
+        found = "no" if path is None else f"an invalid ({json.dumps(path)})"
+        raise DataError(f'{where} has {found} "audio_filepath" key; expected {EXPECTED_LINE}')
+    label = obj.get("command", obj.get("label"))
+    if label is None or isinstance(label, dict | list):
+        found = "no" if label is None else f"an invalid ({json.dumps(label)})"
+        raise DataError(f'{where} has {found} "command" (or "label") key; expected {EXPECTED_LINE}')
+    duration = obj.get("duration", 0.0)  # optional: the packed cache reads lengths from the wav headers
+    try:
+        seconds = float(duration)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(duration, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise DataError(
+            f'{where} has a "duration" of {json.dumps(duration)}, expected a number of seconds >= 0; '
+            "fix the line or re-run `kws prepare`"
+        )
+    return Entry(path, seconds, str(label))
 
 
 def write_manifest(path: Path, entries: list[Entry]) -> None:
@@ -51,9 +78,32 @@ def write_manifest(path: Path, entries: list[Entry]) -> None:
     write_text_atomic(Path(path), "".join(e.to_json() + "\n" for e in entries))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def labels_of(entries: Sequence[Entry]) -> list[str]:
+    """The distinct labels of `entries`, sorted: the label list of a model trained on them."""
+    return sorted({e.label for e in entries})
+
+
+def training_labels(entries: Sequence[Entry], manifest: Path) -> list[str]:
+    """`labels_of` a training manifest, which must have at least two: one class is nothing to classify."""
+    labels = labels_of(entries)
+    if len(labels) < 2:
+        raise DataError(
+            f"the training manifest {manifest} has {len(labels)} class ({', '.join(labels)}); a classifier "
+            "needs at least 2: add clips of other classes or pick another --train-manifest"
+        )
+    return labels
+
+
+def check_labels(entries: Sequence[Entry], labels: Sequence[str], manifest: Path, fix: str) -> None:
+    """A DataError naming the labels of `entries` that are not in `labels`, with an example clip; `fix`
+    (a sentence) says what to do, which depends on the caller (training or evaluation)."""
+    known = set(labels)
+    unknown = sorted({e.label for e in entries if e.label not in known})
+    if not unknown:
+        return
+    first = next(e for e in entries if e.label not in known)
+    count = f"{len(unknown)} labels" if len(unknown) > 1 else "labels"
+    raise DataError(
+        f"{manifest} has {count} the model does not know: {', '.join(unknown)} "
+        f"(e.g. {first.audio_filepath}); the model's labels are {', '.join(labels)}. {fix}"
+    )

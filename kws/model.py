@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kws.config import BlockConfig, ModelConfig
+from kws.masks import valid_mask
 
 BN_EPS = 1e-3  # the recipe's BatchNorm epsilon (PyTorch's default is 1e-5)
 
 
-def valid_mask(lengths: Tensor, n_frames: int) -> Tensor | None:
-    """`(batch, frames)` bool mask of frames t < length, or None when every frame of every clip is valid.
+def frame_mask(lengths: Tensor, n_frames: int) -> Tensor | None:
+    """`valid_mask(lengths, n_frames)` (bool, `(batch, frames)`), or None when every frame of every clip is
+    valid.
 
     None lets the convolutions skip the multiply in the common case (crop/pad makes every clip full length).
     The check reads `lengths`, so it runs only on CPU: on a GPU it would wait for the device every step, and
@@ -32,7 +34,7 @@ def valid_mask(lengths: Tensor, n_frames: int) -> Tensor | None:
     cpu = lengths.device.type == "cpu"
     if cpu and not torch.compiler.is_compiling() and bool((lengths >= n_frames).all()):
         return None
-    return torch.arange(n_frames, device=lengths.device) < lengths[:, None]
+    return valid_mask(lengths, n_frames)
 
 
 class MaskedConv1d(nn.Conv1d):
@@ -148,7 +150,7 @@ class Block(nn.Module):
             first = self.subs[0]
             assert isinstance(first, SubBlock)
             lengths = (first.depthwise or first.conv).out_lengths(lengths)
-            out_mask = valid_mask(lengths, (x.shape[1 if channels_last else 2] - 1) // self.stride + 1)
+            out_mask = frame_mask(lengths, (x.shape[1 if channels_last else 2] - 1) // self.stride + 1)
         y = x
         for i, sub in enumerate(self.subs):
             y = sub(y, mask if i == 0 else out_mask, out_mask, channels_last)
@@ -195,7 +197,7 @@ class Classifier(nn.Module):
         channels_last = self.channels_last if self.channels_last is not None else feats.device.type == "cpu"
         lengths = lengths.to(feats.device)
         x = feats.transpose(1, 2).contiguous() if channels_last else feats
-        mask = valid_mask(lengths, feats.shape[-1])
+        mask = frame_mask(lengths, feats.shape[-1])
         for block in self.encoder:
             x, lengths, mask = block(x, lengths, mask, channels_last)
         return x, lengths, 1 if channels_last else 2
@@ -210,8 +212,8 @@ class Classifier(nn.Module):
         # strided gradient, which is slower on CPU.
         x, lengths, time_dim = self._encode(feats, lengths)
         if self.pool == "valid":
-            mask = torch.arange(x.shape[time_dim], device=x.device) < lengths[:, None]
-            mask = mask.unsqueeze(3 - time_dim).to(x.dtype)  # (batch, frames, 1) or (batch, 1, frames)
+            mask = valid_mask(lengths, x.shape[time_dim], x.dtype)
+            mask = mask.unsqueeze(3 - time_dim)  # (batch, frames, 1) or (batch, 1, frames)
             pooled = (x * mask).sum(time_dim) / mask.sum(time_dim).clamp(min=1)
         else:
             pooled = x.mean(time_dim)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from kws.config import Config, config_to_dict
 from kws.errors import CheckpointError
 from kws.features import FeatureExtractor
 from kws.model import build_model
+from kws.optim import build_optimizer, build_scheduler, lr_at
+from kws.train.resume import LoopState, checkpoint_state, read_last, restore
 
 LABELS = ["down", "go", "up"]
 
@@ -135,3 +139,85 @@ def test_rng_state_round_trips_the_training_gpu() -> None:
     expected = torch.rand(3, device=device)
     set_rng_state(state, device)
     assert torch.equal(torch.rand(3, device=device), expected)
+
+
+def test_damaged_checkpoint_is_one_clean_line_that_names_the_good_ones(tmp_path: Path) -> None:
+    write_model_checkpoint(tmp_path / "best.pt", Config())
+    (tmp_path / "last.pt").write_bytes((tmp_path / "best.pt").read_bytes()[:1000])  # as by a full disk
+    (tmp_path / "foreign.pt").write_bytes(b"garbage" * 100)
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    for name, what, others in [
+        ("last.pt", "cut short", f"{best}"),  # never itself
+        ("foreign.pt", "not a file written by torch.save", f"{best} or {last}"),
+    ]:
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / name)
+        message = str(info.value)
+        assert "\n" not in message and "weights_only" not in message and what in message, message
+        assert message.endswith(f"use another checkpoint, e.g. {others}"), message
+
+
+def test_a_directory_given_as_checkpoint_names_the_files_inside(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"x is a directory with no \.pt file in it; pass a checkpoint"):
+        load_checkpoint(run)
+    write_model_checkpoint(run / "best.pt", Config())
+    write_model_checkpoint(run / "last.pt", Config())
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(run)
+    assert (
+        str(info.value)
+        == f"checkpoint {run} is a directory; pass a checkpoint in it: {run / 'best.pt'}, {run / 'last.pt'}"
+    )
+
+
+# Resuming: `read_last` checks a last.pt against the run before any data is decoded; `restore` loads it.
+
+
+def training_objects(cfg: Config, n_labels: int = len(LABELS)) -> tuple[Any, ...]:
+    model = build_model(cfg.model, cfg.features.n_mfcc, n_labels)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, total_steps=100)
+    return model, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False)
+
+
+def write_last(path: Path, cfg: Config, step: int = 7) -> torch.nn.Module:
+    """A last.pt as `kws train` writes it, `step` steps into a run of one process."""
+    torch.manual_seed(0)
+    model, optimizer, scheduler, scaler = training_objects(cfg)
+    model(torch.randn(2, cfg.features.n_mfcc, 50), torch.tensor([50, 40])).sum().backward()
+    optimizer.step()  # optimizer state to carry
+    st = LoopState(step=step, epoch=1, batch=2, best_val_accuracy=0.5, best_step=6)
+    save_checkpoint(path, checkpoint_state(cfg, LABELS, model, optimizer, scheduler, scaler, st, world=1))
+    return model
+
+
+def test_restore_continues_from_what_read_last_checked(tmp_path: Path) -> None:
+    cfg = Config()
+    saved = write_last(tmp_path / "last.pt", cfg)
+    state = read_last(tmp_path / "last.pt", cfg, LABELS, world=1)
+    model, optimizer, scheduler, scaler = training_objects(cfg)
+    st = restore(state, tmp_path / "last.pt", model, optimizer, scheduler, scaler, torch.device("cpu"))
+    assert (st.step, st.epoch, st.batch, st.best_val_accuracy, st.best_step) == (7, 1, 2, 0.5, 6)
+    expected, got = saved.state_dict(), model.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert optimizer.state_dict()["state"], "the optimizer state travels"
+    assert scheduler.get_last_lr()[0] == pytest.approx(lr_at(7, 100, cfg.schedule, cfg.optim.lr))
+
+
+def test_read_last_refuses_a_checkpoint_this_run_cannot_continue(tmp_path: Path) -> None:
+    cfg = Config()
+    last = tmp_path / "last.pt"
+    with pytest.raises(CheckpointError, match="nothing to resume: .*last.pt does not exist; drop --resume"):
+        read_last(last, cfg, LABELS)
+    write_last(last, cfg)
+    with pytest.raises(CheckpointError, match=r"trained on the labels \['down', 'go', 'up'\], not"):
+        read_last(last, cfg, [*LABELS, "yes"])
+    with pytest.raises(CheckpointError, match="written by 1 processes with batch 128, not 2 with batch 128"):
+        read_last(last, cfg, LABELS, world=2)
+    narrow = (dataclasses.replace(cfg.model.blocks[0], filters=8), *cfg.model.blocks[1:])
+    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, blocks=narrow))
+    with pytest.raises(CheckpointError, match="does not fit this config") as info:
+        read_last(last, other, LABELS)
+    assert "\n" not in str(info.value), "one line, not torch's list of every mismatched tensor"

@@ -58,3 +58,52 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 130
+
+
+def run_kws(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real console entry point (`python -m kws` runs `kws.cli:main`, as the `kws` script does)."""
+    return subprocess.run([sys.executable, "-m", "kws", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["trian"], "No such command 'trian'"),
+        (["train", "--epochs", "three"], "'--epochs'"),
+        (["evaluate"], "Missing argument 'checkpoint'"),
+        (["evaluate", "runs/x/best.pt"], "Missing argument 'manifests'"),
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["prepare", "--version", "three"], "'--version'"),
+        (["listen-errors", "a", "b"], "unexpected extra argument"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    proc = run_kws(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+    assert "--help`" in lines[0]  # where to look next
+
+
+def test_bare_kws_prints_the_help() -> None:
+    proc = run_kws()
+    assert proc.returncode in (0, 2)
+    assert "Traceback" not in proc.stdout + proc.stderr and "error:" not in proc.stdout + proc.stderr
+    assert "prepare" in proc.stdout and "listen-errors" in proc.stdout
+
+
+def test_ctrl_c_inside_a_command_prints_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Typer itself turns a KeyboardInterrupt raised in a command into exit code 130."""
+
+    def interrupted_prepare(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "argv", ["kws", "prepare"])
+    monkeypatch.setattr("kws.prepare.splits.ManifestOptions", interrupted_prepare)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -10,10 +10,12 @@ import yaml
 from kws.config import (
     BlockConfig,
     Config,
+    apply_options,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config,
+    upgrade_layout,
 )
 from kws.errors import ConfigError
 
@@ -164,3 +166,232 @@ def load_config_with(override: str) -> Config:
 def test_load_config_applies_overrides(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "trainer: {epochs: 3}\n"), ["trainer.epochs=4", "optim.lr=0.1"])
     assert (cfg.trainer.epochs, cfg.optim.lr) == (4, 0.1)
+
+
+# ------------------------------------------------------------------ ranges, checked when the config is built
+
+
+def nested(dotted: str, value: object) -> dict[str, object]:
+    """`{"a": {"b": value}}` for "a.b"; `model.blocks[0].x` puts x into an otherwise valid single block."""
+    if dotted.startswith("model.blocks[0]."):
+        return {"model": {"blocks": [{"filters": 8, "kernel": 3, dotted.rsplit(".", 1)[1]: value}]}}
+    d: dict[str, object] = {}
+    *parents, last = dotted.split(".")
+    inner = d
+    for name in parents:
+        inner = inner.setdefault(name, {})  # type: ignore[assignment]
+    inner[last] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("optim.lr", -1.0, "> 0"),
+        ("optim.lr", 0, "> 0"),
+        ("optim.weight_decay", -0.1, ">= 0"),
+        ("optim.eps", 0.0, "> 0"),
+        ("optim.betas", [1.0, 0.5], "in [0, 1)"),
+        ("optim.betas", [0.9, -0.1], "in [0, 1)"),
+        ("trainer.batch_size", 0, ">= 1"),
+        ("trainer.epochs", 0, ">= 1"),
+        ("trainer.max_steps", 0, ">= 1"),
+        ("trainer.log_every_n_steps", 0, ">= 1"),
+        ("trainer.val_every_n_steps", 0, ">= 1"),
+        ("trainer.seed", -1, ">= 0"),
+        ("schedule.warmup_ratio", 1.5, "in [0, 1]"),
+        ("schedule.hold_ratio", -0.1, "in [0, 1]"),
+        ("schedule.hold_ratio", 0.99, "<= 1 - schedule.warmup_ratio"),
+        ("schedule.min_lr", -0.001, ">= 0"),
+        ("schedule.min_lr", 0.1, "<= optim.lr (0.05)"),
+        ("schedule.power", 0.0, "> 0"),
+        ("features.sample_rate", 0, ">= 1"),
+        ("features.n_mfcc", 0, ">= 1"),
+        ("features.n_mfcc", 80, "<= features.n_mels (64)"),
+        ("features.n_mels", 0, ">= 1"),
+        ("features.n_fft", 0, ">= 1"),
+        ("features.win_length", 0, ">= 1"),
+        ("features.win_length", 600, "<= features.n_fft (512)"),
+        ("features.hop_length", 0, ">= 1"),
+        ("features.n_frames", 0, ">= 1"),
+        ("features.f_min", -1.0, ">= 0"),
+        ("features.f_min", 9000.0, "< features.sample_rate / 2 (8000)"),
+        ("features.f_max", 9000.0, "<= features.sample_rate / 2 (8000)"),
+        ("features.f_max", 0.0, "> features.f_min (0)"),
+        ("features.vtlp_range", [1.2, 0.9], "low <= high"),
+        ("features.vtlp_prob", 1.5, "[0, 1]"),
+        ("model.blocks", [], "at least one block"),
+        ("model.blocks[0].filters", 0, ">= 1"),
+        ("model.blocks[0].repeat", 0, ">= 1"),
+        ("model.blocks[0].kernel", 4, "odd"),
+        ("model.blocks[0].stride", 0, ">= 1"),
+        ("model.blocks[0].dilation", 0, ">= 1"),
+        ("model.blocks[0].dropout", 1.0, "in [0, 1)"),
+        ("augment.time_shift_ms", -1.0, ">= 0"),
+        ("augment.white_noise_db", [-40, -90], "low <= high"),
+        ("augment.cutout_rects", -1, ">= 0"),
+        ("augment.cutout_freq", -1, ">= 0"),
+        ("augment.freq_masks", -1, ">= 0"),
+        ("augment.time_width", -1, ">= 0"),
+        ("augment.order", ["speed", "speed"], "twice"),
+        ("augment.speed.prob", -0.5, "[0, 1]"),
+        ("augment.speed.range", [0.0, 1.2], "0 < low"),
+        ("augment.gain.db", [6.0, -6.0], "low <= high"),
+        ("augment.noise.snr_db", [30.0, 5.0], "low <= high"),
+        ("augment.room.rt60_s", [0.9, 0.1], "low <= high"),
+        ("augment.room.drr_db", [15.0, 0.0], "low <= high"),
+        ("augment.channel.low_hz", [400.0, 50.0], "low <= high"),
+        ("augment.channel.high_hz", [3000.0, 9000.0], "Nyquist frequency 8000 Hz"),
+        ("augment.channel.peaks", -1, ">= 0"),
+        ("augment.channel.peak_db", -8.0, ">= 0"),
+    ],
+)
+def test_out_of_range_values_name_the_key_the_rule_and_the_value(key: str, value: object, rule: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(nested(key, value), "x.yaml")
+    message = str(info.value)
+    assert message.startswith("x.yaml: `"), message
+    assert f"`{key}" in message, message  # `optim.betas[0]` names the item
+    assert rule in message, message
+    assert "\n" not in message
+
+
+def test_the_range_error_reads_as_documented(tmp_path: Path) -> None:
+    path = write(tmp_path, "optim: {lr: -1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: `optim.lr` must be > 0, got -1.0"
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Config(), ["optim.lr=-1"])
+    assert str(info.value) == "--set: `optim.lr` must be > 0, got -1.0"
+
+
+def test_the_recipe_values_and_edge_values_are_accepted() -> None:
+    cfg = config_from_dict(
+        {
+            "trainer": {"max_steps": 1, "val_every_n_steps": 1, "epochs": 1, "batch_size": 1},
+            "schedule": {"warmup_ratio": 0.5, "hold_ratio": 0.5, "min_lr": 0.05},
+            "features": {"f_max": 8000, "n_mfcc": 64, "n_mels": 64, "win_length": 512},
+            "augment": {"time_shift_ms": 0, "white_noise_db": None, "cutout_rects": 0},
+        }
+    )
+    assert cfg.schedule.hold_ratio == 0.5 and cfg.features.f_max == 8000.0
+    assert config_from_dict({"optim": {"betas": [0.0, 0.0]}}).optim.betas == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "--batch-size: `trainer.batch_size` must be >= 1, got 0"),
+        ({"epochs": 0}, "--epochs: `trainer.epochs` must be >= 1, got 0"),
+        ({"max_steps": 0}, "--max-steps: `trainer.max_steps` must be >= 1 (or null: no limit), got 0"),
+        ({"precision": "64"}, "--precision: `trainer.precision` must be one of"),
+    ],
+)
+def test_command_line_options_go_through_the_same_checks(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_options(Config(), **options)
+    assert str(info.value).startswith(message)
+
+
+def test_command_line_options_apply_and_keep_the_rest() -> None:
+    cfg = apply_options(
+        Config(), train_manifest=Path("t.json"), val_manifests=[Path("v.json")], epochs=3, seed=None
+    )
+    assert (cfg.data.train_manifest, cfg.data.val_manifests) == ("t.json", ("v.json",))
+    assert cfg.trainer.epochs == 3 and cfg.trainer.seed == Config().trainer.seed
+    assert cfg.optim == Config().optim
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--batch-size", "0"], "error: --batch-size: `trainer.batch_size` must be >= 1, got 0\n"),
+        (["--epochs", "0"], "error: --epochs: `trainer.epochs` must be >= 1, got 0\n"),
+        (
+            ["--max-steps", "0"],
+            "error: --max-steps: `trainer.max_steps` must be >= 1 (or null: no limit), got 0\n",
+        ),
+        (["--set", "optim.lr=-1"], "error: --set: `optim.lr` must be > 0, got -1.0\n"),
+    ],
+)
+def test_kws_train_refuses_bad_values_before_touching_anything(
+    args: list[str],
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kws import cli
+
+    run_dir = tmp_path / "run"
+    # the manifest does not exist: a check that came after reading data would report that instead
+    argv = ["kws", "train", "--config", str(CONFIGS / "smoke.yaml"), "--run-dir", str(run_dir)]
+    monkeypatch.setattr("sys.argv", [*argv, "--train-manifest", str(tmp_path / "missing.json"), *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == expected
+    assert not run_dir.exists()
+
+
+# ------------------------------------------------------------------ augment sections and the old layout
+
+
+OLD_ROBUST = """
+augment:
+  order: [speed, gain, room, noise, channel]
+  speed_prob: 0.5
+  speed_range: [0.8, 1.25]
+  gain_prob: 0.5
+  gain_db: [-12.0, 6.0]
+  room_prob: 0.2
+  room_rt60_s: [0.1, 0.6]
+  room_drr_db: [0.0, 15.0]
+  noise_prob: 0.3
+  noise_snr_db: [5.0, 30.0]
+  noise_dir: auto
+  channel_prob: 0.3
+  channel_low_hz: [50.0, 500.0]
+  channel_high_hz: [3000.0, 8000.0]
+  channel_peaks: 2
+  channel_peak_db: 8.0
+"""
+
+
+def test_old_flat_augment_keys_give_the_same_config_as_the_sections(tmp_path: Path) -> None:
+    old = load_config(write(tmp_path, OLD_ROBUST))
+    new = load_config(CONFIGS / "matchboxnet_3x1x64_robust.yaml")
+    assert old.augment == new.augment
+    assert (old.augment.speed.prob, old.augment.noise.dir, old.augment.channel.peaks) == (0.5, "auto", 2)
+    # a checkpoint stores config_to_dict of the layout of its day: a flat augment dict reads the same way
+    flat = config_to_dict(new)
+    flat["augment"] = {
+        k: v for k, v in flat["augment"].items() if k not in ("speed", "gain", "noise", "room", "channel")
+    }
+    flat["augment"].update(yaml.safe_load(OLD_ROBUST)["augment"])
+    assert config_from_dict(flat, "best.pt (config)") == new
+    assert upgrade_layout(flat) == config_to_dict(new)  # what a run dir's old config.yaml is compared as
+    # and old-style overrides still reach the new keys
+    cfg = apply_overrides(Config(), ["augment.speed_prob=0.4", "augment.order=[speed]"])
+    assert cfg.augment.speed.prob == 0.4
+    assert apply_overrides(Config(), ["augment.gain.db=[-3, 3]"]).augment.gain.db == (-3.0, 3.0)
+
+
+def test_a_setting_spelt_both_ways_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"`augment\.speed_prob` and `augment\.speed\.prob`"):
+        config_from_dict({"augment": {"speed_prob": 0.5, "speed": {"prob": 0.4}, "order": ["speed"]}})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("augment.speed.rate=2", "unknown key `augment.speed.rate`"),
+        ("augment.time_shift_ms.x=2", "`augment.time_shift_ms` is a single setting"),
+        ("model.blocks.0.kernel=3", "`model.blocks` is a single setting"),
+    ],
+)
+def test_nested_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Config(), [override])
+    assert message in str(info.value) and str(info.value).startswith("--set: ")

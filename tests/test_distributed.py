@@ -40,8 +40,8 @@ def test_helpers_are_no_ops_in_one_process() -> None:
 def test_ranks_take_disjoint_shares_of_the_single_process_global_batch() -> None:
     single = epoch_order(100, 16, 1, seed=0, epoch=2)  # (steps, 1, 16)
     two = epoch_order(100, 8, 2, seed=0, epoch=2)  # (steps, 2, 8)
-    assert single.shape[0] == two.shape[0] == 6
-    for step in range(6):
+    assert len(single) == len(two) == 7  # ceil(100 / 16): the last global batch holds the 4 left over
+    for step in range(7):
         r0, r1 = set(two[step, 0].tolist()), set(two[step, 1].tolist())
         assert not r0 & r1
         assert r0 | r1 == set(single[step, 0].tolist())
@@ -55,8 +55,8 @@ RECORDER = textwrap.dedent(
     import torch
     from kws import data
     from kws.train import distributed
-    from kws.config import load_config
-    from kws.train.loop import apply_options, train
+    from kws.config import apply_options, load_config
+    from kws.train.loop import train
 
     smoke, train_manifest, val_manifest, run_dir, out = sys.argv[1:6]
     seen = []
@@ -155,6 +155,20 @@ def test_torchrun_dash_m_kws_train_prints_and_writes_once(tmp_path: Path) -> Non
         "last.pt",
         "metrics.jsonl",
     ]
+
+    # The same command again is refused on every process, with one error line, before any data is read.
+    last = (tmp_path / "run" / "last.pt").read_bytes()
+    again = torchrun(*kws_train(data), "--epochs", "1", nproc=2, cwd=tmp_path)
+    assert again.returncode != 0
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "already holds a run" in errors[0] and "--resume" in errors[0], again.stderr
+    assert (tmp_path / "run" / "last.pt").read_bytes() == last
+    # --resume with one more epoch: every process reads last.pt and continues from its step.
+    steps = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
+    resumed = torchrun(*kws_train(data), "--epochs", "2", "--resume", nproc=2, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count(f"at step {steps} (epoch 2, batch 0)") == 1, "resumed, said once"
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2 * steps
 
 
 # Run by torchrun: an error on one process must reach every process instead of leaving the others waiting.

@@ -12,6 +12,7 @@ import pytest
 from speech_commands_fixture import LocalServer
 
 from kws.errors import DownloadError
+from kws.files import HASH_BLOCK, file_digest, file_sha256
 from kws.prepare.download import download, partial_path
 
 PAYLOAD = os.urandom(300_000)  # several read chunks, so "halfway" is a real partial file
@@ -148,3 +149,14 @@ def test_disk_full_is_a_clear_error(server: LocalServer, tmp_path: Path) -> None
     partial_path(dest).symlink_to("/dev/full")  # every write fails with ENOSPC
     with pytest.raises(DownloadError, match="disk full .* free some space"):
         download(server.url("data.tar.gz"), dest, expected_sha256=SHA)
+
+
+def test_file_sha256_reports_progress_and_a_digest_goes_on_hashing(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(PAYLOAD * 4)  # more than one block
+    reads: list[int] = []
+    assert file_sha256(path, reads.append) == hashlib.sha256(PAYLOAD * 4).hexdigest()
+    assert sum(reads) == len(PAYLOAD) * 4 and len(reads) == -(-len(PAYLOAD) * 4 // HASH_BLOCK)
+    digest = file_digest(path)
+    digest.update(b"appended")
+    assert digest.hexdigest() == hashlib.sha256(PAYLOAD * 4 + b"appended").hexdigest()

@@ -15,8 +15,10 @@ from speech_commands_fixture import build_speech_commands_tree
 
 from kws import __version__, cli
 from kws.errors import CheckpointError, DataError, KWSError
-from kws.evaluate.scoring import evaluate, out_dirs, resolve_device
-from kws.manifest import Entry, file_sha256, read_manifest, write_manifest
+from kws.evaluate.scoring import evaluate, out_dirs
+from kws.files import file_sha256
+from kws.manifest import Entry, read_manifest, write_manifest
+from kws.train.device import pick_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,9 +34,9 @@ class TrainedRun:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """Prepare (class set `sub`: 5 words + unknown + silence) and train the smoke model for 2 epochs."""
-    from kws.config import load_config
+    from kws.config import apply_options, load_config
     from kws.prepare.splits import ManifestOptions, build_manifests
-    from kws.train.loop import apply_options, train
+    from kws.train.loop import train
 
     root = tmp_path_factory.mktemp("evaluate")
     tree = build_speech_commands_tree(root / "sc", clip_s=(0.6, 1.0))
@@ -170,8 +172,8 @@ def test_bad_inputs_are_one_line_errors(
     )
     if not torch.cuda.is_available():
         with pytest.raises(KWSError, match="no CUDA GPU"):
-            resolve_device("cuda")
-    assert resolve_device("cpu") == torch.device("cpu")
+            pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.gpu

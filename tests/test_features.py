@@ -122,3 +122,128 @@ def test_per_utterance_normalisation_gives_zero_mean_unit_variance_over_valid_fr
     assert (feats[1, :, :38] == 0).all() and (feats[1, :, 89:] == 0).all()
     with pytest.raises(ValueError, match="per_feature"):
         FeatureExtractor(FeaturesConfig(normalize="per_feature"))
+
+
+# features.pad: "batch" is NeMo's padding (collate to the widest clip, MFCC, batch-wide crop/pad)
+
+
+def extractor_with_pad(pad: str, cfg: FeaturesConfig = CFG) -> FeatureExtractor:
+    extractor = FeatureExtractor(cfg)
+    extractor.pad = pad
+    return extractor
+
+
+def reference_mfcc() -> torchaudio.transforms.MFCC:
+    return torchaudio.transforms.MFCC(
+        sample_rate=16000,
+        n_mfcc=64,
+        dct_type=2,
+        norm="ortho",
+        log_mels=True,
+        melkwargs=dict(n_fft=512, win_length=400, hop_length=160, n_mels=64, window_fn=torch.hann_window),
+    )
+
+
+def short_clips(seconds: list[float], width_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of the given durations in a `(batch, width)` tensor wider than any of them, with loud junk (not
+    zeros) past each clip's length: padding content must not matter."""
+    lengths = torch.tensor([round(s * 16000) for s in seconds])
+    audio = clips(len(seconds), samples=round(width_s * 16000), seed=3)
+    audio = torch.where(torch.arange(audio.shape[1]) < lengths[:, None], audio, torch.full_like(audio, 0.7))
+    return audio, lengths
+
+
+def nemo_features(audio: torch.Tensor, lengths: torch.Tensor, n_frames: int = 128) -> torch.Tensor:
+    """What NeMo 1.x computes, by hand: zero-pad every clip to the batch's widest (its collate function),
+    torchaudio's MFCC over that batch, then pad the whole batch symmetrically (odd frame right) or crop it
+    (at the centre, kws's eval crop)."""
+    widest = int(lengths.max())
+    batch = torch.zeros(len(lengths), widest)
+    for i, n in enumerate(lengths.tolist()):
+        batch[i, :n] = audio[i, :n]
+    feats = reference_mfcc()(batch)
+    frames = feats.shape[-1]
+    if frames > n_frames:
+        start = (frames - n_frames) // 2
+        return feats[..., start : start + n_frames]
+    left = (n_frames - frames) // 2
+    return torch.nn.functional.pad(feats, (left, n_frames - frames - left))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "frames"),
+    [([0.6, 1.0, 1.2], 121), ([1.0, 0.6], 101), ([0.6, 1.4, 0.25], 141)],
+)
+def test_batch_pad_is_nemo_mfcc_of_the_zero_padded_batch_then_a_batch_wide_crop_or_pad(
+    seconds: list[float], frames: int
+) -> None:
+    audio, lengths = short_clips(seconds, width_s=1.5)
+    feats, feat_lengths = extractor_with_pad("batch").eval()(audio, lengths)
+    expected = nemo_features(audio, lengths)
+    assert reference_mfcc()(audio[:, : int(lengths.max())]).shape[-1] == frames
+    assert feats.shape == (len(seconds), 64, 128) and feat_lengths.tolist() == [128] * len(seconds)
+    torch.testing.assert_close(feats, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_pad_gives_a_short_clip_frames_of_silence_where_clip_pad_gives_zeros() -> None:
+    audio, lengths = short_clips([0.6, 1.0], width_s=1.0)
+    batch_feats, _ = extractor_with_pad("batch").eval()(audio, lengths)
+    clip_feats, _ = extractor_with_pad("clip").eval()(audio, lengths)
+    # 1 s -> 101 frames, 13 zero frames left; the 0.6 s clip's frames 13 + 61.. are past its end (plus one
+    # window of overlap): digital silence, log(1e-6) in every mel band, whose DCT is c0 = 8 * log(1e-6).
+    silence = batch_feats[0, :, 13 + 64 : 13 + 101]
+    torch.testing.assert_close(silence[0], torch.full((37,), 8 * math.log(1e-6)))
+    torch.testing.assert_close(silence[1:], torch.zeros(63, 37), atol=1e-3, rtol=0)
+    assert (batch_feats[0, :, :13] == 0).all() and (batch_feats[0, :, -14:] == 0).all()
+    # clip mode: the 0.6 s clip (61 frames) alone, centred, zeros around it
+    zero_frames = (clip_feats[0] == 0).all(0)
+    assert zero_frames[:33].all() and zero_frames[-34:].all() and not zero_frames[33:-34].any()
+    # both agree on the 1 s clip, which fills the batch
+    torch.testing.assert_close(batch_feats[1], clip_feats[1])
+
+
+def test_batch_pad_crops_each_clip_at_its_own_random_offset_in_training() -> None:
+    audio, lengths = short_clips([0.6, 1.4, 0.25], width_s=1.5)  # widest 141 frames: 13 to crop
+    full = nemo_features(audio, lengths, n_frames=141)  # the uncropped batch
+    extractor = extractor_with_pad("batch").train()
+    offsets: set[int] = set()
+    for seed in range(20):
+        feats, _ = extractor(audio, lengths, torch.Generator().manual_seed(seed))
+        for i in range(3):
+            matches = [o for o in range(14) if torch.allclose(feats[i], full[i, :, o : o + 128], atol=1e-4)]
+            assert len(matches) == 1
+            offsets.add(matches[0])
+    assert len(offsets) > 5
+
+
+def test_checkpoints_and_configs_without_pad_keep_clip_padding() -> None:
+    from kws.config import config_from_dict
+
+    cfg = config_from_dict({"features": {"n_mfcc": 64}}, source="old checkpoint")
+    assert FeatureExtractor(cfg.features).pad == "clip"
+
+
+def test_the_recipe_configs_pad_as_nemo_and_a_bad_pad_names_the_key() -> None:
+    from pathlib import Path
+
+    from kws.config import config_from_dict, load_config
+    from kws.errors import ConfigError
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    recipes = ("matchboxnet_3x1x64_v1", "matchboxnet_3x1x64_v2", "matchboxnet_3x2x64_v2", "quartznet_3x1_v1")
+    for name in recipes:
+        assert FeatureExtractor(load_config(configs / f"{name}.yaml").features).pad == "batch", name
+    assert FeatureExtractor(FeaturesConfig(pad="batch")).pad == "batch"
+    with pytest.raises(ConfigError, match=r"`features.pad` must be one of \['clip', 'batch'\], got 'widest'"):
+        config_from_dict({"features": {"pad": "widest"}}, source="x.yaml")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_pad_on_cuda_matches_the_cpu() -> None:
+    audio, lengths = short_clips([0.6, 1.0, 1.2], width_s=1.5)
+    extractor = extractor_with_pad("batch").eval()
+    expected, _ = extractor(audio, lengths)
+    feats, feat_lengths = extractor.cuda()(audio.cuda(), lengths.cuda())
+    assert feats.is_cuda and feat_lengths.tolist() == [128, 128, 128]
+    torch.testing.assert_close(feats.cpu(), expected, atol=1e-3, rtol=1e-4)

@@ -295,3 +295,14 @@ def test_a_perfect_model_gets_an_empty_page(tmp_path: Path) -> None:
     assert "No confusions." in page and "<audio " not in page
     summary = listen.play_session(tmp_path / "eval", [], output=Recorder(), keys=scripted([]))
     assert summary.n_heard == 0
+
+
+def test_report_json_given_instead_of_its_folder(
+    eval_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(monkeypatch, "listen-errors", str(eval_dir / "report.json")) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {eval_dir / 'report.json'} is a file; pass the folder of the evaluation that holds it "
+        f"instead: kws listen-errors {eval_dir}\n"
+    )

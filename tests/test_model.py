@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from kws.config import BlockConfig, ModelConfig
-from kws.model import Classifier, MaskedConv1d, build_model, count_parameters
+from kws.masks import valid_mask
+from kws.model import Classifier, MaskedConv1d, build_model, count_parameters, frame_mask
 
 MATCHBOX_3X1 = ModelConfig()
 MATCHBOX_3X2 = ModelConfig(
@@ -63,6 +64,16 @@ def test_init_is_xavier_uniform_and_bn_uses_eps_1e3() -> None:
 def test_logits_shape() -> None:
     model = build_model(MATCHBOX_3X1, 64, 30)
     assert model(torch.randn(3, 64, 128), torch.full((3,), 128)).shape == (3, 30)
+
+
+def test_the_encoder_mask_is_the_shared_valid_mask_and_none_when_every_frame_is_valid() -> None:
+    lengths = torch.tensor([3, 0, 5])
+    assert valid_mask(lengths, 4).tolist() == [[1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
+    assert valid_mask(lengths, 4).dtype == torch.bool
+    assert valid_mask(lengths, 4, torch.float16).tolist()[0] == [1.0, 1.0, 1.0, 0.0]
+    mask = frame_mask(lengths, 4)
+    assert mask is not None and torch.equal(mask, valid_mask(lengths, 4))
+    assert frame_mask(torch.tensor([128, 130]), 128) is None  # crop/pad makes every clip full: no multiply
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

@@ -32,17 +32,16 @@ def test_decodes_once_then_memory_maps(data: dict[str, Path], tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == [first.cache.name], "no temporary folders left"
 
 
-def test_rows_hold_the_clips_zero_padded(data: dict[str, Path], tmp_path: Path) -> None:
+def test_clips_are_stored_ragged_end_to_end(data: dict[str, Path], tmp_path: Path) -> None:
     packed = load_packed(data["train"], tmp_path)
     entries = read_manifest(data["train"])
     clips = [read_wav(Path(e.audio_filepath)) for e in entries]
     assert packed.audio.dtype == np.int16
-    assert packed.audio.shape == (len(entries), max(len(c) for c in clips))
+    assert packed.audio.shape == (sum(len(c) for c in clips),), "no padding: the audio's own size"
     for i, (entry, clip) in enumerate(zip(entries, clips, strict=True)):
         row = packed.index[i]
         assert packed.lengths[row] == len(clip)
-        np.testing.assert_array_equal(packed.audio[row, : len(clip)], clip)
-        assert not packed.audio[row, len(clip) :].any()
+        np.testing.assert_array_equal(packed.clip(i), clip)
         assert packed.labels[packed.label_ids[i]] == entry.label
         assert packed.paths[i] == entry.audio_filepath
 
@@ -97,25 +96,33 @@ def test_clip_set_batches_gather_the_right_clips(data: dict[str, Path], tmp_path
     clips = ClipSet(packed, torch.device("cpu"))
     ids = torch.tensor([3, 0, 7])
     audio, lengths, labels = clips.batch(ids)
-    assert audio.dtype == torch.float32 and audio.shape == (3, packed.audio.shape[1])
+    widest = max(len(packed.clip(i)) for i in ids.tolist())
+    assert audio.dtype == torch.float32 and audio.shape == (3, widest), "as wide as its widest clip"
     for k, i in enumerate(ids.tolist()):
-        row = packed.index[i]
-        expected = torch.from_numpy(packed.audio[row].astype(np.float32) / 32768)
-        torch.testing.assert_close(audio[k], expected, rtol=0, atol=0)
+        row, clip = packed.index[i], packed.clip(i)
+        expected = torch.from_numpy(clip.astype(np.float32) / 32768)
+        torch.testing.assert_close(audio[k, : len(clip)], expected, rtol=0, atol=0)
+        assert not audio[k, len(clip) :].any(), "zero-padded"
         assert lengths[k] == packed.lengths[row] and labels[k] == packed.label_ids[i]
+    on_host = clips.batch(ids)  # ids on the device of the store take the other path: same batch
+    for a, b in zip(on_host, clips.batch(ids.to(clips.audio.device)), strict=True):
+        assert torch.equal(a, b)
     batches = clips.eval_batches(5, rank=0, world=1)
     assert torch.cat(batches).tolist() == list(range(len(packed)))
 
 
-def test_epoch_order_is_a_seeded_permutation() -> None:
+def test_epoch_order_is_a_seeded_permutation_with_a_short_last_batch() -> None:
     order = epoch_order(100, 8, 1, seed=3, epoch=0)
-    assert order.shape == (steps_per_epoch(100, 8, 1), 1, 8) == (12, 1, 8)
-    assert len(set(order.flatten().tolist())) == 96  # a permutation, the remainder dropped
-    assert torch.equal(order, epoch_order(100, 8, 1, seed=3, epoch=0))
-    assert not torch.equal(order, epoch_order(100, 8, 1, seed=3, epoch=1))
-    assert not torch.equal(order, epoch_order(100, 8, 1, seed=4, epoch=0))
-    tiny = epoch_order(5, 8, 1, seed=0, epoch=0)  # smaller than one batch: wraps around
-    assert tiny.shape == (1, 1, 8) and set(tiny.flatten().tolist()) == set(range(5))
+    assert len(order) == steps_per_epoch(100, 8, 1) == 13, "ceil(100 / 8): the remainder is kept"
+    batches = order[:, 0]
+    assert [len(b) for b in batches] == [8] * 12 + [4]
+    assert sorted(torch.cat(batches).tolist()) == list(range(100)), "each clip once"
+    assert torch.equal(order[12, 0], batches[-1])
+    assert torch.equal(torch.cat(batches), torch.cat(epoch_order(100, 8, 1, seed=3, epoch=0)[:, 0]))
+    assert not torch.equal(torch.cat(batches), torch.cat(epoch_order(100, 8, 1, seed=3, epoch=1)[:, 0]))
+    assert not torch.equal(torch.cat(batches), torch.cat(epoch_order(100, 8, 1, seed=4, epoch=0)[:, 0]))
+    tiny = epoch_order(5, 8, 1, seed=0, epoch=0)  # smaller than one batch: one short batch
+    assert len(tiny) == 1 and sorted(tiny[0, 0].tolist()) == list(range(5))
 
 
 def test_step_generator_depends_only_on_seed_step_and_rank() -> None:

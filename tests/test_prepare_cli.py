@@ -243,3 +243,61 @@ def test_reference_script_takes_the_reference_flags(template: SpeechCommandsTree
     assert proc.returncode == 0, proc.stderr
     labels = {e.label for e in read_manifest(tmp_path / "data" / DATASET / "train_manifest.json")}
     assert {"silence", "unknown", "yes"} <= labels
+
+
+# ---------------------------------------------------------------- incomplete and refused extractions (item 7)
+
+
+def test_an_archive_with_the_wrong_layout_leaves_nothing_and_a_good_one_then_extracts(
+    www: Path, template: SpeechCommandsTree, tmp_path: Path, kws_inline: Run
+) -> None:
+    tree = copy_tree(template, tmp_path / "odd")
+    (tree.root / "testing_list.txt").unlink()
+    bad = make_tar_gz(tree.root, tmp_path / "odd.tar.gz")
+    proc = kws_inline("prepare", "--archive", bad, "--no-verify", "--data-root", "data")
+    assert_one_line_error(proc, "odd.tar.gz is not a Speech Commands archive", "testing_list.txt is not at")
+    assert list((tmp_path / "data").iterdir()) == []  # no folder that a later run would take as extracted
+
+    proc = kws_inline("prepare", "--archive", www / ARCHIVE, "--no-verify", "--data-root", "data")
+    assert proc.returncode == 0, proc.stderr
+    assert f"Extracted {ARCHIVE}" in proc.stdout and "already extracted" not in proc.stdout
+    assert (tmp_path / "data" / DATASET / ".kws_extracted").is_file()
+
+
+def test_an_incomplete_extraction_is_removed_and_extracted_again(
+    www: Path, template: SpeechCommandsTree, tmp_path: Path, kws_inline: Run
+) -> None:
+    dataset = tmp_path / "data" / DATASET
+    (dataset / "yes").mkdir(parents=True)  # what an interrupted extraction into place left behind
+    (dataset / "yes" / "leftover.wav").write_bytes(b"RIFF")
+    stale = tmp_path / "data" / f".{DATASET}.extract-99999999"  # a killed run's temporary folder
+    (stale / "no").mkdir(parents=True)
+    proc = kws_inline("prepare", "--archive", www / ARCHIVE, "--no-verify", "--data-root", "data")
+    assert proc.returncode == 0, proc.stderr
+    note = f"note: {Path('data') / DATASET} is incomplete (an interrupted extraction?); extracting again"
+    assert note in proc.stdout
+    assert not (dataset / "yes" / "leftover.wav").exists() and not stale.exists()
+    assert manifest_paths(dataset) == {str((dataset / c).resolve()) for c in template.clips}
+
+
+def test_a_complete_tree_is_kept_and_only_dead_runs_temporary_folders_are_removed(
+    template: SpeechCommandsTree, tmp_path: Path, kws_inline: Run
+) -> None:
+    copy_tree(template, tmp_path / "data" / DATASET)  # extracted by hand: split lists, no marker
+    dead = tmp_path / "data" / f".{DATASET}.extract-99999999"
+    alive = tmp_path / "data" / f".{DATASET}.extract-1"  # pid 1 runs: another kws extracting right now
+    dead.mkdir()
+    alive.mkdir()
+    proc = kws_inline("prepare", "--data-root", "data")
+    assert proc.returncode == 0, proc.stderr
+    assert "incomplete" not in proc.stdout and not dead.exists() and alive.is_dir()
+
+
+def test_a_source_tree_is_never_deleted(
+    template: SpeechCommandsTree, tmp_path: Path, kws_inline: Run
+) -> None:
+    tree = copy_tree(template, tmp_path / "data" / DATASET)  # even where kws would extract, and incomplete
+    (tree.root / "validation_list.txt").unlink()
+    (tree.root / "testing_list.txt").unlink()
+    assert_one_line_error(kws_inline("prepare", "--source", tree.root), "is missing")
+    assert all((tree.root / clip).is_file() for clip in tree.clips)

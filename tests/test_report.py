@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,17 @@ def test_read_report_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text('{"labels": ["a"]}')
     with pytest.raises(DataError, match="not a kws evaluation report"):
         read_report_json(bad)
+
+
+def test_labels_the_font_lacks_print_no_matplotlib_warnings(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    labels = ["はい", "いいえ", "yes"]  # DejaVu Sans has no kana: matplotlib warns once per glyph
+    y, probs, paths = synthetic(60, labels, signal=1.0)
+    r = compute_report(labels, y, probs.argmax(1), probs, paths)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what a user would see, whatever filters pytest sets
+        files = write_report_files(r, tmp_path / "eval")
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""
+    assert_png(files[2], (300, 300))

@@ -12,6 +12,7 @@ import torch
 
 from kws.audio import write_wav
 from kws.augment.channel import apply_channel, channel_response, draw_channel
+from kws.augment.config import ChannelConfig, GainConfig, NoiseConfig, RoomConfig, SpeedConfig
 from kws.augment.noise import crop_noise, draw_noise, load_noise_bank, mix_at_snr
 from kws.augment.perturb import apply_gain, apply_speed, draw_gain, draw_speed, fast_fft_size
 from kws.augment.recipe import WaveAugment
@@ -53,12 +54,11 @@ def noise_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def all_on(noise_dir: Path, **changes: object) -> AugmentConfig:
     cfg = AugmentConfig(
         order=ALL_STAGES,
-        speed_prob=1.0,
-        gain_prob=1.0,
-        noise_prob=1.0,
-        room_prob=1.0,
-        channel_prob=1.0,
-        noise_dir=str(noise_dir),
+        speed=SpeedConfig(prob=1.0),
+        gain=GainConfig(prob=1.0),
+        noise=NoiseConfig(prob=1.0, dir=str(noise_dir)),
+        room=RoomConfig(prob=1.0),
+        channel=ChannelConfig(prob=1.0),
     )
     return dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
 
@@ -183,7 +183,7 @@ def test_noise_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no 16 kHz mono"):
         load_noise_bank(tmp_path, SR)
     with pytest.raises(ConfigError, match="auto"):
-        WaveStages(AugmentConfig(order=("noise",), noise_prob=1.0, noise_dir="auto"), SR)
+        WaveStages(AugmentConfig(order=("noise",), noise=NoiseConfig(prob=1.0, dir="auto")), SR)
 
 
 # ------------------------------------------------------------------ rooms
@@ -301,14 +301,14 @@ def test_vtlp_warp_keeps_zero_and_nyquist_fixed() -> None:
 def test_config_validation_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"augment\.order\[0\]"):
         config_from_dict({"augment": {"order": ["echo"]}})
-    with pytest.raises(ConfigError, match=r"augment\.speed_prob"):
-        config_from_dict({"augment": {"speed_prob": 0.5}})  # not in order
-    with pytest.raises(ConfigError, match=r"augment\.gain_prob"):
-        config_from_dict({"augment": {"order": ["gain"], "gain_prob": 1.5}})
-    with pytest.raises(ConfigError, match=r"augment\.room_rt60_s"):
-        config_from_dict({"augment": {"room_rt60_s": [0.9, 0.1]}})
-    with pytest.raises(ConfigError, match=r"noise_dir"):
-        config_from_dict({"augment": {"order": ["noise"], "noise_prob": 0.5}})
+    with pytest.raises(ConfigError, match=r"augment\.speed\.prob"):
+        config_from_dict({"augment": {"speed": {"prob": 0.5}}})  # not in order
+    with pytest.raises(ConfigError, match=r"augment\.gain\.prob"):
+        config_from_dict({"augment": {"order": ["gain"], "gain": {"prob": 1.5}}})
+    with pytest.raises(ConfigError, match=r"augment\.room\.rt60_s"):
+        config_from_dict({"augment": {"room": {"rt60_s": [0.9, 0.1]}}})
+    with pytest.raises(ConfigError, match=r"noise\.dir"):
+        config_from_dict({"augment": {"order": ["noise"], "noise": {"prob": 0.5}}})
     with pytest.raises(ConfigError, match=r"features\.vtlp_range"):
         config_from_dict({"features": {"vtlp_range": [0.0, 1.1]}})
 

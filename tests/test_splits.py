@@ -15,6 +15,7 @@ import soundfile as sf
 from rich.console import Console
 from speech_commands_fixture import SpeechCommandsTree, build_speech_commands_tree, copy_tree, tone, write_wav
 
+from kws.console import prepare_table
 from kws.errors import ConfigError, DataError
 from kws.manifest import Entry, read_manifest
 from kws.prepare.splits import (
@@ -25,7 +26,6 @@ from kws.prepare.splits import (
     ManifestOptions,
     PrepareResult,
     build_manifests,
-    summary_table,
 )
 
 
@@ -196,7 +196,7 @@ def test_results_do_not_depend_on_the_number_of_workers(tree: SpeechCommandsTree
 
 def test_summary_table_lists_every_split(tree: SpeechCommandsTree) -> None:
     console = Console(width=120, record=True)
-    console.print(summary_table(build_manifests(tree.root, ManifestOptions())))
+    console.print(prepare_table(build_manifests(tree.root, ManifestOptions())))
     text = console.export_text()
     for word in [*SPLITS, "smallest class", "hours"]:
         assert word in text

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from kws.checkpoint import load_for_inference
-from kws.config import load_config
+from kws.config import apply_options, load_config
 from kws.errors import CheckpointError, DataError
 from kws.manifest import Entry, read_manifest, write_manifest
-from kws.train.loop import apply_options, train
+from kws.train.loop import train
 from tests.tiny_dataset import CLASSES, make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,11 +104,10 @@ def test_best_checkpoint_rebuilds_the_model(
         assert key in ckpt, key
     assert loaded.step == ckpt["step"]
     # The rebuilt model classifies the validation set as well as training measured it.
-    from kws.data import load_packed
+    from kws.data import ClipSet, load_packed
 
     packed = load_packed(data["validation"], run_dir / "cache", loaded.labels)
-    audio = torch.from_numpy(packed.audio[packed.index]).float() / 32768
-    lengths = torch.from_numpy(packed.lengths[packed.index])
+    audio, lengths, _ = ClipSet(packed, torch.device("cpu")).batch(torch.arange(len(packed)))
     with torch.no_grad():
         feats, feat_lengths = loaded.features(audio, lengths)
         pred = loaded.model(feats, feat_lengths).argmax(-1).numpy()
@@ -137,6 +136,66 @@ def test_a_run_dir_with_another_config_refuses(
     proc = kws(*train_args(data["train"], run_dir, "--epochs", "7"), cwd=run_dir.parent)
     assert proc.returncode == 1
     assert "another config" in proc.stderr and "trainer.epochs" in proc.stderr and "--resume" in proc.stderr
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_a_rerun_into_a_finished_run_is_refused_and_changes_nothing(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]], data: dict[str, Path]
+) -> None:
+    run_dir, _ = smoke_run
+    before = {name: (run_dir / name).read_bytes() for name in ("last.pt", "config.yaml", "metrics.jsonl")}
+    proc = kws(*train_args(data["train"], run_dir, "--val-manifest", data["validation"]), cwd=run_dir.parent)
+    assert proc.returncode == 1
+    assert error_lines(proc.stderr) == [
+        f"error: {run_dir} already holds a run (last.pt at step 24); continue it with --resume, or start "
+        "over with a new --run-dir or --overwrite"
+    ], proc.stderr
+    assert "decoded" not in proc.stderr and "memory-mapped" not in proc.stderr, "refused before any data"
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_overwrite_starts_over_and_replaces_the_old_run(data: dict[str, Path], tmp_path: Path) -> None:
+    train(smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", max_steps=3), tmp_path / "run")
+    assert (tmp_path / "run" / "best.pt").is_file()
+    # Another config (no validation set, 2 steps): --overwrite needs no --resume and keeps nothing old.
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    more = ["--max-steps", "2", "--overwrite", "--set", "trainer.log_every_n_steps=1", "--set", cache]
+    proc = kws(*train_args(data["train"], "run", *more), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "run"
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 2
+    assert not (run_dir / "best.pt").exists(), "the old run's best.pt is gone"
+    assert [r["step"] for r in records(run_dir, "step")] == [1, 2]
+    assert records(run_dir, "val") == []
+    assert load_config(run_dir / "config.yaml").trainer.max_steps == 2
+
+
+def test_resume_and_overwrite_together_are_refused(data: dict[str, Path], tmp_path: Path) -> None:
+    proc = kws(*train_args(data["train"], "run", "--resume", "--overwrite"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert error_lines(proc.stderr) == [
+        "error: --resume continues the run in run and --overwrite starts it over; pass only one of them"
+    ]
+
+
+def test_resume_without_a_run_fails_before_any_data_is_decoded(data: dict[str, Path], tmp_path: Path) -> None:
+    proc = kws(*train_args(data["train"], "fresh", "--resume"), cwd=tmp_path)
+    assert proc.returncode == 1
+    last = Path("fresh") / "last.pt"
+    assert error_lines(proc.stderr) == [
+        f"error: nothing to resume: {last} does not exist; drop --resume to start a new run"
+    ]
+    assert not (tmp_path / "fresh").exists(), "no run dir, no cache folder"
+    proc = kws("train", "--run-dir", "fresh", "--resume", cwd=tmp_path)  # no --config: the run's is needed
+    assert proc.returncode == 1
+    assert error_lines(proc.stderr) == [
+        "error: nothing to resume: fresh holds no config.yaml (no run was started there); check --run-dir, "
+        "or drop --resume and pass --config to start a new run"
+    ]
+    assert not (tmp_path / "fresh").exists()
 
 
 def smoke_config(data: dict[str, Path], *overrides: str, **options: object):  # noqa: ANN201
@@ -202,9 +261,12 @@ def test_corrupt_last_checkpoint_is_a_clear_error(data: dict[str, Path], tmp_pat
 def test_resume_with_another_batch_size_is_a_clear_error(data: dict[str, Path], tmp_path: Path) -> None:
     cfg = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", max_steps=1)
     train(cfg, tmp_path / "run")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
     other = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", max_steps=2, batch_size=8)
     with pytest.raises(CheckpointError, match=r"written by 1 processes with batch 16.*same --nproc_per_node"):
         train(other, tmp_path / "run", resume=True)
+    # A refused resume changes nothing: config.yaml still holds the run's config (batch 16), byte for byte.
+    assert {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()} == before
 
 
 def test_missing_manifest_and_missing_clip_are_named(data: dict[str, Path], tmp_path: Path) -> None:
@@ -250,6 +312,46 @@ def test_ctrl_c_writes_last_checkpoint_and_exits_130(data: dict[str, Path], tmp_
     assert "interrupted at step" in err
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] >= 3 and state["data_position"]["batch"] == state["step"] % 6
+
+
+@pytest.mark.slow
+def test_sigterm_writes_last_checkpoint_exits_143_and_resumes_exactly(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    # What a cluster scheduler does at the end of a job's time: SIGTERM to a real `kws train`.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
+    args = train_args(data["train"], "run", "--epochs", "6", "--set", "trainer.log_every_n_steps=1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kws", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    step = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
+    assert 3 <= step < 36, "stopped mid-run"
+    note = f"interrupted by SIGTERM at step {step}: wrote {Path('run') / 'last.pt'}; continue with --resume"
+    assert note in " ".join(err.split()), err
+    assert not error_lines(err)
+
+    resumed = kws("train", "--run-dir", "run", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {Path('run') / 'last.pt'} at step {step}" in resumed.stderr
+    cfg = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", epochs=6, val_manifests=[])
+    train(cfg, tmp_path / "straight")
+    straight, after = records(tmp_path / "straight", "step"), records(tmp_path / "run", "step")
+    assert [r["step"] for r in after] == list(range(1, 37))
+    assert [(r["step"], r["loss"], r["lr"]) for r in after] == [
+        (r["step"], r["loss"], r["lr"]) for r in straight
+    ]
 
 
 @pytest.mark.gpu

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,10 +22,11 @@ from kws.audio import CLIP_SAMPLES, SAMPLE_RATE
 from kws.errors import KWSError
 from kws.manifest import read_manifest
 from kws.prepare.splits import speaker_of
+from kws.prepare.tts.clip import fit_to_clip, resample, trim
 from kws.prepare.tts.noise import NOISE_KINDS, make_noise, write_background_noises
-from kws.prepare.tts.source import ClipTask, fit_to_clip, parse_words, render_clip, resample
+from kws.prepare.tts.source import ClipTask, check_fits, parse_words, render_clip
 from kws.prepare.tts.speakers import assign_splits, which_set
-from kws.prepare.tts.styles import STYLE_WEIGHTS, Style, draw_style, speak, style_ssml, trim
+from kws.prepare.tts.styles import FRAME_S, STYLE_WEIGHTS, Style, draw_style, speak, style_ssml
 from kws.prepare.tts.voices import (
     ACCENTS,
     ESPEAK,
@@ -182,6 +186,116 @@ def test_a_clip_that_cannot_be_written_is_a_data_error(tmp_path: Path) -> None:
     task = ClipTask("yes", speaker, 0, 0, tmp_path / "file" / "yes" / f"{speaker.id}_nohash_0.wav")
     with pytest.raises(DataError, match="cannot write .*--data-root"):  # not an OSError: it pickles
         _write_clip(task)
+
+
+# ---------------------------------------------------------------- killed and stopped runs (issue 10 item 5)
+
+STOP_WORDS, STOP_SPEAKERS = "yes,no", "32"  # 64 clips in 4 worker tasks: long enough to stop midway
+
+
+def start_prepare(root: Path) -> subprocess.Popen[str]:
+    """`kws prepare --dataset tts --workers 2` in a session (process group) of its own. Its stderr goes to a
+    file, not a pipe: a worker that outlived it would hold a pipe open."""
+    args = ["prepare", "--dataset", "tts", "--words", STOP_WORDS, "--speakers", STOP_SPEAKERS]
+    with (root / "stderr.txt").open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kws", *args, "--workers", "2", "--data-root", str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+
+
+def prepare_stopping_words(root: Path) -> subprocess.CompletedProcess[str]:
+    args = ["prepare", "--dataset", "tts", "--words", STOP_WORDS, "--speakers", STOP_SPEAKERS]
+    return run_kws(*args, "--workers", "2", "--data-root", str(root))
+
+
+def wait_for_clips(proc: subprocess.Popen[str], dataset: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not any(dataset.glob("*/*_nohash_*.wav")):
+        assert proc.poll() is None, "kws prepare ended before writing a clip"
+        assert time.monotonic() < deadline, "no clip written in 120 s"
+        time.sleep(0.01)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (zombies, already dead, are not counted)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def assert_group_gone(pgid: int) -> None:
+    deadline = time.monotonic() + 5
+    try:
+        while group_members(pgid):
+            assert time.monotonic() < deadline, f"processes {group_members(pgid)} outlived kws prepare"
+            time.sleep(0.05)
+    finally:  # never leave them running after a failure
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    root = tmp_path_factory.mktemp("whole")
+    proc = prepare_stopping_words(root)
+    assert proc.returncode == 0, proc.stderr
+    return wavs(root / "tts_keywords")
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc's process table")
+
+
+@needs_espeak
+@needs_proc
+def test_a_killed_run_leaves_no_worker_writing_and_a_rerun_completes_it(
+    uninterrupted: dict[str, bytes], tmp_path: Path
+) -> None:
+    dataset = tmp_path / "tts_keywords"
+    proc = start_prepare(tmp_path)
+    wait_for_clips(proc, dataset)
+    proc.kill()  # SIGKILL: the parent cleans up nothing
+    proc.wait(timeout=60)
+    written = wavs(dataset)
+    assert_group_gone(proc.pid)
+    time.sleep(0.5)
+    assert wavs(dataset) == written, "clips were written after kws prepare was killed"
+    assert 0 < len(written) < len(uninterrupted)
+
+    again = prepare_stopping_words(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert wavs(dataset) == uninterrupted
+
+
+@needs_espeak
+@needs_proc
+def test_sigterm_stops_like_ctrl_c_and_a_rerun_completes_the_dataset(
+    uninterrupted: dict[str, bytes], tmp_path: Path
+) -> None:
+    dataset = tmp_path / "tts_keywords"
+    proc = start_prepare(tmp_path)
+    wait_for_clips(proc, dataset)
+    proc.terminate()  # SIGTERM
+    proc.wait(timeout=60)
+    assert_group_gone(proc.pid)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
+    assert 0 < len(wavs(dataset)) < len(uninterrupted)
+    assert not list(dataset.glob("*/.*.tmp-*")), "a half-written clip was left under a temporary name"
+
+    again = prepare_stopping_words(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert wavs(dataset) == uninterrupted
 
 
 def test_parse_words() -> None:
@@ -346,6 +460,24 @@ def test_long_phrase_is_fitted_into_one_second(tmp_path: Path) -> None:
     assert np.array_equal(clip, render_clip(task))
 
 
+@needs_espeak
+def test_a_phrase_too_long_for_a_clip_is_refused_before_synthesis(tmp_path: Path) -> None:
+    long = "abcdefghij klmnopqrst uvwxyz abcdefghijk"  # 40 characters, spelled out letter by letter
+    args = ["prepare", "--dataset", "tts", "--words", f"yes,{long},no", "--speakers", "3"]
+    proc = run_kws(*args, "--data-root", str(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: --words {long!r} (") and "use a shorter phrase" in proc.stderr
+    assert "'yes'" not in proc.stderr and "'no'" not in proc.stderr  # only the phrases that do not fit
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.wav"))
+
+
+@needs_espeak
+@pytest.mark.parametrize("style", ["plain", "rich"])
+def test_a_long_phrase_that_fits_is_accepted(style: str) -> None:
+    check_fits(["please turn off all the lights right now", "okay computer turn on the light"], style)
+
+
 # ---------------------------------------------------------------- rich style (issue 7) and speakers.json
 
 
@@ -426,21 +558,26 @@ def envelope(audio: np.ndarray, n: int = 40) -> np.ndarray:
     return np.log10(np.array([np.mean(x**2) for x in slices]) + 1e-8)
 
 
+def trimmed(audio: np.ndarray, rate: int) -> np.ndarray:
+    """The speech from its first to its last loud frame, as the carrier cut measures it (no margin)."""
+    return trim(audio, rate, frame_s=FRAME_S, margin_s=0.0)
+
+
 @needs_espeak
 @pytest.mark.parametrize("word", ["seven", "left", "happy", "zero"])
 def test_carrier_cut_recovers_the_word(word: str) -> None:
     voice = Voice("en-us", "m3", 170, 50, 110, 1, 100)
     isolated, rate = speak(voice, word, Style())
-    isolated = trim(isolated, rate)
-    lead = trim(speak(voice, word, Style(name="carrier", lead_in="the word is", break_ms=250))[0], rate)
-    tail = trim(speak(voice, word, Style(name="carrier", tail="please"))[0], rate)
-    full = trim(synthesize_ssml(voice, style_ssml(voice, Style(tail="please"), word))[0] / 32768.0, rate)
+    isolated = trimmed(isolated, rate)
+    lead = trimmed(speak(voice, word, Style(name="carrier", lead_in="the word is", break_ms=250))[0], rate)
+    tail = trimmed(speak(voice, word, Style(name="carrier", tail="please"))[0], rate)
+    full = trimmed(synthesize_ssml(voice, style_ssml(voice, Style(tail="please"), word))[0] / 32768.0, rate)
     # After a lead-in the word is phrase-final, as when alone: about as long, the same energy outline.
     assert 0.8 < len(lead) / len(isolated) < 1.25
     assert np.corrcoef(envelope(lead), envelope(isolated))[0, 1] > 0.8
     # Before a tail it is non-final, so shorter (espeak-ng's word events put the cut within -35..+40 ms
     # of the boundary), but neither a fragment nor anything of "please".
-    alone = trim(speak(voice, "", Style(name="carrier", tail="please"))[0], rate)
+    alone = trimmed(speak(voice, "", Style(name="carrier", tail="please"))[0], rate)
     assert 0.5 < len(tail) / len(isolated) < 1.05 and len(tail) < len(full) - 0.9 * len(alone)
     assert np.corrcoef(envelope(tail), envelope(isolated))[0, 1] > 0.4
 
@@ -458,7 +595,7 @@ def test_a_carrier_clip_is_one_second_and_not_silent(tmp_path: Path) -> None:
 
 def final_pitch_hz(audio: np.ndarray, rate: int) -> float:
     """Autocorrelation pitch of the last voiced 120 ms (30 ms before the end, past the release)."""
-    speech = trim(audio, rate)
+    speech = trimmed(audio, rate)
     seg = speech[-round(0.15 * rate) : -round(0.03 * rate)]
     ac = np.correlate(seg, seg, "full")[len(seg) - 1 :]
     lo, hi = rate // 400, rate // 60

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kws.augment.perturb import chosen, fast_fft_size, log_uniform, uniform, valid_mask
+from kws.augment.perturb import chosen, fast_fft_size, log_uniform, uniform
+from kws.masks import valid_mask
 
 ORDER = 4  # Butterworth order of the band edges: 24 dB per octave
 PEAK_HZ = (150.0, 6000.0)  # centres of the peaking bands, log-uniform

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kws.audio import read_wav, wav_frames
-from kws.augment.perturb import chosen, uniform, valid_mask
+from kws.audio import INT16_SCALE, NOISE_DIR, read_wav, wav_frames
+from kws.augment.perturb import chosen, uniform
 from kws.errors import ConfigError
+from kws.masks import valid_mask
 
-NOISE_FOLDER = "_background_noise_"
 POWER_FLOOR = 1e-10  # mean square of a silent crop: keeps the SNR scale finite
 
 
@@ -27,10 +27,10 @@ def find_noise_dir(noise_dir: str, dataset_dir: Path | None) -> Path:
     if noise_dir == "auto":
         if dataset_dir is None:
             raise ConfigError(
-                "`augment.noise_dir: auto` needs the train manifest's folder, which this caller did not "
-                "give; set augment.noise_dir to the _background_noise_ folder itself"
+                "`augment.noise.dir: auto` needs the train manifest's folder, which this caller did not "
+                "give; set augment.noise.dir to the _background_noise_ folder itself"
             )
-        return Path(dataset_dir) / NOISE_FOLDER
+        return Path(dataset_dir) / NOISE_DIR
     return Path(noise_dir).expanduser()
 
 
@@ -41,15 +41,15 @@ def load_noise_bank(folder: Path, min_samples: int) -> tuple[Tensor, Tensor, Ten
     """
     if not folder.is_dir():
         raise ConfigError(
-            f"noise folder {folder} does not exist; set augment.noise_dir to a folder of noise wavs"
+            f"noise folder {folder} does not exist; set augment.noise.dir to a folder of noise wavs"
         )
     files = sorted(p for p in folder.glob("*.wav") if wav_frames(p) >= min_samples)
     if not files:
         raise ConfigError(
             f"noise folder {folder} has no 16 kHz mono .wav of at least {min_samples} samples; "
-            "set augment.noise_dir to a folder that has some"
+            "set augment.noise.dir to a folder that has some"
         )
-    clips = [read_wav(p).astype(np.float32) / 32768.0 for p in files]
+    clips = [read_wav(p).astype(np.float32) / INT16_SCALE for p in files]
     lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
     starts = torch.cumsum(lengths, 0) - lengths
     return torch.from_numpy(np.concatenate(clips)), starts, lengths

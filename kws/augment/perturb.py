@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# Re-exported: channel, noise and room import it from here.
+from kws.masks import valid_mask
+
 
 def uniform(
     low: float, high: float, batch: int, device: torch.device, generator: torch.Generator | None
@@ -38,11 +41,6 @@ def fast_fft_size(n: int) -> int:
     """The smallest power of two >= n: on CPU an rfft of 32768 points took half the time of one of 27648
     (2^10 * 27), and odd sizes with large prime factors are slower still."""
     return 1 << max(n - 1, 0).bit_length()
-
-
-def valid_mask(lengths: Tensor, width: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """`(batch, width)` 1.0 for samples before each clip's length, 0.0 in the padding."""
-    return (torch.arange(width, device=lengths.device) < lengths[:, None]).to(dtype)
 
 
 def draw_speed(

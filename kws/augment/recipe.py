@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kws.augment.config import AugmentConfig
 from kws.augment.stages import WaveStages
-from kws.config import AugmentConfig
+from kws.masks import valid_mask
 
 
 def _randint(
@@ -62,7 +63,7 @@ class WaveAugment(nn.Module):
 
     `forward(audio (batch, samples), lengths (batch,), generator)` -> audio of the same shape.
     Before them run the robustness stages named in `cfg.order` (kws/augment/stages.py; none in the recipe,
-    which then draws exactly the recipe's random numbers). `dataset_dir` resolves `noise_dir: auto`.
+    which then draws exactly the recipe's random numbers). `dataset_dir` resolves `noise.dir: auto`.
     """
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int, dataset_dir: Path | None = None) -> None:
@@ -82,7 +83,7 @@ class WaveAugment(nn.Module):
         if self.stages.active:
             audio = self.stages(audio, lengths, generator)
         batch, width = audio.shape
-        valid = (torch.arange(width, device=audio.device) < lengths.to(audio.device)[:, None]).to(audio.dtype)
+        valid = valid_mask(lengths.to(audio.device), width, audio.dtype)
         if self.time_shift_ms > 0:
             u = torch.rand(batch, generator=generator, device=audio.device)
             shift_ms = (u * 2 - 1) * self.time_shift_ms

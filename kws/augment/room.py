@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kws.augment.perturb import chosen, fast_fft_size, uniform, valid_mask
+from kws.augment.perturb import chosen, fast_fft_size, uniform
+from kws.masks import valid_mask
 
 DECAY_DB = 60.0  # the definition of RT60
 ENERGY_FLOOR = 1e-10

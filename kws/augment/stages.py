@@ -2,7 +2,7 @@
 background noise, room, channel. `WaveAugment` runs them before the recipe's time shift and white noise.
 
 Every stage draws its per-clip parameters for the whole batch from the step's generator, then applies them
-in one batched call; a stage acts on a share `<stage>_prob` of the clips and only in training mode.
+in one batched call; a stage acts on a share `<stage>.prob` of the clips and only in training mode.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from kws.augment.channel import apply_channel, draw_channel
+from kws.augment.config import AugmentConfig
 from kws.augment.noise import crop_noise, draw_noise, find_noise_dir, load_noise_bank, mix_at_snr
 from kws.augment.perturb import apply_gain, apply_speed, draw_gain, draw_speed
 from kws.augment.room import apply_room, draw_room, impulse_responses
-from kws.config import AugmentConfig
 
 D = TypeVar("D")
 NOISE_MIN_S = 1.0  # recordings shorter than a clip cannot give a full crop
@@ -50,7 +50,7 @@ def on_active(
 class WaveStages(nn.Module):
     """`forward(audio (batch, samples), lengths (batch,), generator)` -> audio of the same shape.
 
-    `dataset_dir` resolves `noise_dir: auto` (the train manifest's folder). The noise recordings are a
+    `dataset_dir` resolves `noise.dir: auto` (the train manifest's folder). The noise recordings are a
     non-persistent buffer: they follow `.to(device)` but stay out of checkpoints.
     """
 
@@ -62,10 +62,19 @@ class WaveStages(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.sample_rate = sample_rate
-        self.order = tuple(s for s in cfg.order if getattr(cfg, f"{s}_prob") > 0)
+        stages = cfg.stages()
+        self.order = tuple(s for s in cfg.order if stages[s].prob > 0)
+        # stage name -> (audio, lengths, generator) -> audio; `cfg.order` is checked against WAVE_STAGES
+        self.runners: dict[str, Callable[[Tensor, Tensor, torch.Generator | None], Tensor]] = {
+            "speed": self._speed,
+            "gain": self._gain,
+            "noise": self._noise,
+            "room": self._room,
+            "channel": self._channel,
+        }
         bank = (torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-        if "noise" in self.order and cfg.noise_dir:
-            folder = find_noise_dir(cfg.noise_dir, dataset_dir)
+        if "noise" in self.order and cfg.noise.dir:
+            folder = find_noise_dir(cfg.noise.dir, dataset_dir)
             bank = load_noise_bank(folder, int(NOISE_MIN_S * sample_rate))
         self.register_buffer("noise_bank", bank[0], persistent=False)
         self.register_buffer("noise_starts", bank[1], persistent=False)
@@ -80,24 +89,22 @@ class WaveStages(nn.Module):
             return audio
         lengths = lengths.to(audio.device)
         for stage in self.order:
-            audio = getattr(self, f"_{stage}")(audio, lengths, generator)
+            audio = self.runners[stage](audio, lengths, generator)
         return audio
 
     def _speed(self, audio: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        c = self.cfg
-        factors = draw_speed(audio.shape[0], c.speed_range, c.speed_prob, audio.device, generator)
+        c = self.cfg.speed
+        factors = draw_speed(audio.shape[0], c.range, c.prob, audio.device, generator)
         return on_active(audio, lengths, factors != 1, lambda a, n, i: apply_speed(a, n, factors[i]))
 
     def _gain(self, audio: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        c = self.cfg
-        return apply_gain(audio, draw_gain(audio.shape[0], c.gain_db, c.gain_prob, audio.device, generator))
+        c = self.cfg.gain
+        return apply_gain(audio, draw_gain(audio.shape[0], c.db, c.prob, audio.device, generator))
 
     def _noise(self, audio: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        c = self.cfg
+        c = self.cfg.noise
         batch, width = audio.shape
-        draw = draw_noise(
-            batch, len(self.noise_lengths), c.noise_snr_db, c.noise_prob, audio.device, generator
-        )
+        draw = draw_noise(batch, len(self.noise_lengths), c.snr_db, c.prob, audio.device, generator)
 
         def mix(a: Tensor, n: Tensor, i: Tensor) -> Tensor:
             d = take(draw, i)
@@ -107,10 +114,10 @@ class WaveStages(nn.Module):
         return on_active(audio, lengths, draw.active, mix)
 
     def _room(self, audio: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        c = self.cfg
-        draw = draw_room(audio.shape[0], c.room_rt60_s, c.room_drr_db, c.room_prob, audio.device, generator)
+        c = self.cfg.room
+        draw = draw_room(audio.shape[0], c.rt60_s, c.drr_db, c.prob, audio.device, generator)
         # the tail beyond the longest RT60 is below -60 dB: no need for longer responses
-        n_taps = max(int(c.room_rt60_s[1] * self.sample_rate), 1)
+        n_taps = max(int(c.rt60_s[1] * self.sample_rate), 1)
 
         def reverberate(a: Tensor, n: Tensor, i: Tensor) -> Tensor:
             irs = impulse_responses(take(draw, i), n_taps, self.sample_rate, generator)  # only where used
@@ -119,16 +126,9 @@ class WaveStages(nn.Module):
         return on_active(audio, lengths, draw.active, reverberate)
 
     def _channel(self, audio: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        c = self.cfg
+        c = self.cfg.channel
         draw = draw_channel(
-            audio.shape[0],
-            c.channel_low_hz,
-            c.channel_high_hz,
-            c.channel_peaks,
-            c.channel_peak_db,
-            c.channel_prob,
-            audio.device,
-            generator,
+            audio.shape[0], c.low_hz, c.high_hz, c.peaks, c.peak_db, c.prob, audio.device, generator
         )
         return on_active(
             audio, lengths, draw.active, lambda a, n, i: apply_channel(a, n, take(draw, i), self.sample_rate)

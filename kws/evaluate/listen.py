@@ -63,6 +63,11 @@ def listen_errors(
 ) -> ListenResult:
     """Load EVAL_DIR/report.json, sort and cut its errors (`top` None or 0: all), write errors.html."""
     eval_dir = Path(eval_dir)
+    if eval_dir.is_file():  # e.g. runs/x/eval/test/report.json: the folder is what was meant
+        raise DataError(
+            f"{eval_dir} is a file; pass the folder of the evaluation that holds it instead: "
+            f"kws listen-errors {eval_dir.parent}"
+        )
     if not eval_dir.is_dir():
         raise DataError(f"evaluation folder {eval_dir} does not exist; run `kws evaluate` first")
     report = read_report_json(eval_dir / REPORT_FILE)

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kws.audio import SAMPLE_RATE, read_wav
+from kws.audio import HOP_LENGTH, INT16_SCALE, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH, read_wav
 from kws.errors import DataError
 from kws.evaluate.report import EvalReport, Misclassified, confusion_pairs
 from kws.files import write_text_atomic
+from kws.plots import pyplot
 
-# The picture's log-mel uses the recipe's analysis window so it shows what the model sees.
-N_FFT = 512
-WIN_LENGTH = 400  # samples, 25 ms
-HOP_LENGTH = 160  # samples, 10 ms
-N_MELS = 64
+# The picture's log-mel uses the recipe's analysis window (kws.audio) so it shows what the model sees.
 DYNAMIC_RANGE_DB = 80.0  # floor of the picture below the clip's loudest bin
 N_PAIRS_SHOWN = 10
 
@@ -57,7 +54,9 @@ _MEL = _mel_filterbank(N_FFT // 2 + 1, N_MELS, SAMPLE_RATE)
 
 def log_mel_db(samples: np.ndarray) -> np.ndarray:
     """int16 or float samples `(samples,)` -> log-mel power in dB `(n_mels, frames)`, centred frames."""
-    audio = samples.astype(np.float64) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float64)
+    audio = samples.astype(np.float64)
+    if samples.dtype == np.int16:
+        audio /= INT16_SCALE
     if len(audio) < N_FFT:
         audio = np.pad(audio, (0, N_FFT - len(audio)))
     padded = np.pad(audio, N_FFT // 2, mode="reflect")
@@ -75,13 +74,8 @@ class ClipPicture:
     """Renders waveform + log-mel of a clip as a small PNG; one matplotlib figure is reused for speed."""
 
     def __init__(self, width_px: int = 340, height_px: int = 200) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         dpi = 100
-        self._fig, (self._ax_wave, self._ax_mel) = plt.subplots(
+        self._fig, (self._ax_wave, self._ax_mel) = pyplot().subplots(
             2, 1, figsize=(width_px / dpi, height_px / dpi), dpi=dpi, gridspec_kw={"height_ratios": [1, 2]}
         )
         self._fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.01, hspace=0.04)
@@ -102,7 +96,7 @@ class ClipPicture:
         )
 
     def png(self, samples: np.ndarray) -> bytes:
-        audio = samples.astype(np.float32) / 32768.0
+        audio = samples.astype(np.float32) / INT16_SCALE
         span_s = max(1.0, len(audio) / SAMPLE_RATE)  # same time scale for every clip of up to 1 s
         self._line.set_data(np.arange(len(audio)) / SAMPLE_RATE, audio)
         self._ax_wave.set_xlim(0.0, span_s)
@@ -116,9 +110,7 @@ class ClipPicture:
         return buf.getvalue()
 
     def close(self) -> None:
-        import matplotlib.pyplot as plt
-
-        plt.close(self._fig)
+        pyplot().close(self._fig)
 
 
 def wav_bytes(samples: np.ndarray) -> bytes:

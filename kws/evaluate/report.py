@@ -21,7 +21,8 @@ import numpy as np
 
 from kws import __version__
 from kws.errors import DataError
-from kws.files import atomic_path, write_json_atomic, write_text_atomic
+from kws.files import write_json_atomic, write_text_atomic
+from kws.plots import pyplot, quiet_plotting, save_figure
 
 LOW_CONFIDENCE = 0.25  # RECIPE: a prediction with max softmax probability <= this is "low confidence"
 Z_95 = 1.959964  # standard normal quantile for a two-sided 95% interval
@@ -275,12 +276,10 @@ def write_predictions_csv(report: EvalReport, path: Path) -> None:
 # ---------------------------------------------------------------- pictures
 
 
+@quiet_plotting()
 def plot_confusion(report: EvalReport, path: Path) -> None:
     """Row-normalised confusion matrix (each row sums to 100% of that class's clips), percent in cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(report.confusion_matrix, dtype=np.float64)
     n = len(report.labels)
@@ -306,15 +305,13 @@ def plot_confusion(report: EvalReport, path: Path) -> None:
         ax.text(p, t, text, ha="center", va="center", fontsize=cell_font, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="fraction of the true class")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
+@quiet_plotting()
 def plot_per_class(report: EvalReport, path: Path) -> None:
     """Horizontal bars of recall per class, worst at the top, with support."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     items = sorted(report.per_class.items(), key=lambda item: (item[1].recall, item[0]))
     n = len(items)
@@ -332,15 +329,7 @@ def plot_per_class(report: EvalReport, path: Path) -> None:
     ax.set_title("recall per class (red: below overall accuracy)")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report_files(report: EvalReport, out_dir: Path) -> list[Path]:

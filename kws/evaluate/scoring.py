@@ -20,17 +20,25 @@ from kws import __version__
 from kws.audio import CLIP_SAMPLES, INT16_SCALE, read_wav
 from kws.console import item_progress
 from kws.errors import DataError, KWSError
-from kws.evaluate.report import LOW_CONFIDENCE, EvalReport, compute_report, write_report_files
-from kws.manifest import Entry, file_sha256, read_manifest
+from kws.evaluate.report import (
+    LOW_CONFIDENCE,
+    ClassMetrics,
+    EvalReport,
+    compute_report,
+    confusion_pairs,
+    worst_classes,
+    write_report_files,
+)
+from kws.files import file_sha256
+from kws.manifest import Entry, check_labels, read_manifest
 
 if TYPE_CHECKING:
-    import torch
-    from rich.console import RenderableType
-
     from kws.checkpoint import LoadedModel
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_TOP_K = 5
+N_CONFUSIONS_SHOWN = 10  # in the summary `kws evaluate` prints; the report files keep them all
+N_WORST_SHOWN = 5
 
 
 @dataclass
@@ -40,20 +48,8 @@ class EvalOutcome:
     report: EvalReport
     files: list[Path]
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto: CUDA when available, else CPU; cuda without a GPU is an error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KWSError(f"--device {name} asked for, but no CUDA GPU is available; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise KWSError(f"unknown --device {name!r}; use auto, cpu or cuda") from None
+    confusions: list[tuple[str, str, int]]  # the most frequent (true, predicted, count), for the summary
+    worst_classes: list[tuple[str, ClassMetrics]]  # lowest recall first, for the summary
 
 
 def out_dirs(checkpoint: Path, manifests: Sequence[Path], out: Path | None) -> list[Path]:
@@ -77,13 +73,9 @@ def label_ids(
     """Class id and scored label of every clip. A label the model does not know is an error, unless
     `classes_map` names a model class (e.g. `unknown`) that such clips are scored as."""
     index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({e.label for e in entries if e.label not in index})
-    if unknown and classes_map is None:
+    if classes_map is None:
         fix = " or pass --classes-map unknown to score them as `unknown`" if "unknown" in index else ""
-        raise DataError(
-            f"{manifest} has {len(unknown)} labels the model does not know: {', '.join(unknown)}; "
-            f"the model's labels are {', '.join(labels)}. Evaluate a manifest with the model's classes{fix}"
-        )
+        check_labels(entries, labels, manifest, f"Evaluate a manifest with the model's classes{fix}")
     if classes_map is not None and classes_map not in index:
         raise KWSError(
             f"--classes-map {classes_map} names no class of the model; its labels are {', '.join(labels)}"
@@ -168,7 +160,15 @@ def evaluate_manifest(
         kws_version=__version__,
     )
     files = write_report_files(report, out_dir)
-    return EvalOutcome(manifest, Path(out_dir), report, files, time.perf_counter() - t0)
+    return EvalOutcome(
+        manifest,
+        Path(out_dir),
+        report,
+        files,
+        time.perf_counter() - t0,
+        confusions=confusion_pairs(report, N_CONFUSIONS_SHOWN),
+        worst_classes=worst_classes(report, N_WORST_SHOWN),
+    )
 
 
 def evaluate(
@@ -185,6 +185,7 @@ def evaluate(
     """Evaluate `checkpoint` on each manifest; reports go to `<checkpoint dir>/eval/<manifest stem>/`
     unless `out` is given (see `out_dirs`)."""
     from kws.checkpoint import load_for_inference
+    from kws.train.device import pick_device
 
     if not manifests:
         raise KWSError("give at least one manifest to evaluate")
@@ -198,7 +199,7 @@ def evaluate(
     for manifest in manifests:
         if not Path(manifest).is_file():
             raise DataError(f"manifest {manifest} does not exist; run `kws prepare` or check the path")
-    loaded = load_for_inference(Path(checkpoint), resolve_device(device))
+    loaded = load_for_inference(Path(checkpoint), pick_device(device))
     return [
         evaluate_manifest(
             loaded,
@@ -211,66 +212,3 @@ def evaluate(
         )
         for m, d in zip(manifests, dirs, strict=True)
     ]
-
-
-def summary_renderables(
-    outcomes: Sequence[EvalOutcome], n_pairs: int = 10, n_worst: int = 5
-) -> list[RenderableType]:
-    """What `kws evaluate` prints: per manifest a headline, the most frequent confusions and the worst
-    classes; for several manifests, then one row each side by side."""
-    from rich import box
-    from rich.table import Table
-
-    from kws.evaluate.report import confusion_pairs, worst_classes
-
-    items: list[RenderableType] = []
-    for o in outcomes:
-        r = o.report
-        lo, hi = r.accuracy_ci95
-        items.append(
-            f"\n[bold]{o.manifest.name}[/]: accuracy [bold]{r.accuracy:.2%}[/] (95% CI {lo:.2%} - {hi:.2%}), "
-            f"top-{r.top_k} {r.top_k_accuracy:.2%}, {r.num_samples:,} clips, "
-            f"{len(r.misclassified):,} errors, "
-            f"{r.low_confidence_count:,} low-confidence errors (confidence <= {r.low_confidence_threshold:g})"
-        )
-        pairs = confusion_pairs(r, n_pairs)
-        if pairs:
-            table = Table(title=f"{len(pairs)} most frequent confusions", title_justify="left")
-            for name in ("true", "predicted", "count", "% of true class"):
-                table.add_column(name, justify="right" if name[0] in "c%" else "left")
-            for true, predicted, count in pairs:
-                support = r.per_class[true].support
-                table.add_row(true, predicted, str(count), f"{count / support:.1%}" if support else "-")
-            items.append(table)
-        worst = Table(title=f"worst {n_worst} classes", title_justify="left")
-        for name in ("class", "recall", "precision", "F1", "support"):
-            worst.add_column(name, justify="left" if name == "class" else "right")
-        for label, m in worst_classes(r, n_worst):
-            worst.add_row(label, f"{m.recall:.1%}", f"{m.precision:.1%}", f"{m.f1:.3f}", str(m.support))
-        items.append(worst)
-        items.append(f"report: {o.out_dir} ({o.seconds:.1f} s); listen: kws listen-errors {o.out_dir}")
-    if len(outcomes) > 1:
-        side = Table(
-            title="\nall manifests",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            collapse_padding=True,
-        )
-        top = f"top-{outcomes[0].report.top_k}"
-        for name in ("manifest", "clips", "accuracy", "95% CI", top, "errors", "low-conf"):
-            side.add_column(name, justify="left" if name == "manifest" else "right", no_wrap=True)
-        for o in outcomes:
-            r = o.report
-            lo, hi = r.accuracy_ci95
-            side.add_row(
-                o.manifest.stem,
-                f"{r.num_samples:,}",
-                f"{r.accuracy:.2%}",
-                f"{100 * lo:.1f}-{100 * hi:.1f}%",
-                f"{r.top_k_accuracy:.2%}",
-                f"{len(r.misclassified):,}",
-                f"{r.low_confidence_count:,}",
-            )
-        items.append(side)
-    return items

@@ -3,7 +3,8 @@
 Every member is checked before it is written: absolute paths, `..`, links that point outside the
 destination, and devices or fifos are refused with an error naming the member. The archive is unpacked
 into a temporary sibling folder that is renamed into place at the end, so an interrupted or refused
-extraction never leaves a half-filled dataset behind.
+extraction never leaves a half-filled dataset behind; the temporary folder of a killed run (its process gone)
+is removed by the next one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import IO
 
 from kws.console import byte_progress
 from kws.errors import ArchiveError, DataError
-from kws.files import ensure_folder
+from kws.files import ensure_folder, remove_stale_folders, temp_folder
 
 COPY_BUFFER = 1 << 20  # bytes
 
@@ -37,17 +38,23 @@ class _CountingReader:
         return data
 
 
-def extract_tar(archive: Path, dest: Path) -> Path:
+def remove_stale_extractions(dest: Path) -> list[Path]:
+    """Delete the temporary folders of extractions into `dest` whose process is gone (killed runs); returns
+    them. Those of a running process (another kws extracting right now) are left alone."""
+    return remove_stale_folders(Path(dest).parent, Path(dest).name)
+
+
+def extract_tar(archive: Path, dest: Path, check: Callable[[Path], None] | None = None) -> Path:
     """Extract `archive` into `dest` (which must not exist yet), safely; returns `dest`.
 
-    When the archive holds one top-level folder that contains everything, that folder becomes `dest`."""
+    When the archive holds one top-level folder that contains everything, that folder becomes `dest`.
+    `check(tree)` may refuse the extracted tree (raising a KWSError) before it is moved into place."""
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         raise DataError(f"{dest} already exists; remove it to extract {archive.name} again")
     ensure_folder(dest.parent, f"to extract {archive.name}", DataError)
-    for stale in dest.parent.glob(f".{dest.name}.extract-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = dest.parent / f".{dest.name}.extract-{os.getpid()}"
+    remove_stale_extractions(dest)
+    tmp = temp_folder(dest, "extract")
     try:
         tmp.mkdir()
         with archive.open("rb") as raw, byte_progress() as bar:
@@ -57,7 +64,10 @@ def extract_tar(archive: Path, dest: Path) -> Path:
                 for member in tar:
                     _extract_member(tar, member, tmp, archive)
         _check_links(tmp, archive)
-        os.replace(_single_top_folder(tmp), dest)
+        tree = _single_top_folder(tmp)
+        if check is not None:
+            check(tree)
+        os.replace(tree, dest)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ArchiveError(
             f"cannot read {archive}: {exc}; it is corrupt or not a tar.gz, delete it and download it again"

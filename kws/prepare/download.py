@@ -23,7 +23,7 @@ from pathlib import Path
 from kws import __version__
 from kws.console import byte_progress
 from kws.errors import DownloadError
-from kws.files import ensure_folder
+from kws.files import ensure_folder, file_digest
 
 CHUNK = 1 << 16  # bytes per read
 TIMEOUT_S = 60.0  # seconds without data before giving up
@@ -56,7 +56,7 @@ def download(
         response = _open(url, offset, timeout_s)
     except _NotSatisfiable as exc:
         if exc.total == offset:  # every byte arrived before an earlier run stopped: only verify and rename
-            return _finish(url, dest, _hash_prefix(part, offset), expected_sha256, offset, restarted=False)
+            return _finish(url, dest, file_digest(part), expected_sha256, offset, restarted=False)
         part.unlink()  # the partial file does not fit the remote one: start over
         offset, response = 0, _open(url, 0, timeout_s)
     restarted = False
@@ -78,7 +78,7 @@ def download(
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         try:
-            digest = _hash_prefix(part, offset)
+            digest = file_digest(part) if offset else hashlib.sha256()  # resuming: the bytes already there
             f = part.open("ab" if offset else "wb")
         except OSError as exc:
             raise _write_error(part, offset, exc) from None
@@ -161,16 +161,6 @@ def _first_byte(response: http.client.HTTPResponse) -> int:
         return 0
     match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else -1
-
-
-def _hash_prefix(part: Path, n_bytes: int) -> hashlib._Hash:
-    """SHA-256 state after the first `n_bytes` already on disk (so the file is read once, not twice)."""
-    digest = hashlib.sha256()
-    if n_bytes:
-        with part.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest
 
 
 def _stopped(url: str, done: int, total: int | None, why: object) -> DownloadError:

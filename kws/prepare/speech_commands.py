@@ -4,7 +4,10 @@ Where the data comes from, first match wins:
 - `source`: an extracted tree in the Speech Commands layout, used in place: its manifests (and, for
   `--classes sub`, its `_silence_/` clips) are written into that folder, nothing is copied, and
   `data_root` is not used.
-- `DATA_ROOT/google_speech_recognition_v{1,2}/` already there: used as it is (delete it to extract again).
+- `DATA_ROOT/google_speech_recognition_v{1,2}/` already there: used as it is (delete it to extract again),
+  unless it is incomplete: no `.kws_extracted` marker (written last by a successful extraction) and no split
+  lists (so not a tree extracted by hand or by an older kws either). Such a folder, left by an interrupted
+  or refused extraction, is removed and extracted again.
 - `archive`: a .tar.gz on disk, verified and extracted.
 - otherwise the archive is downloaded from `url` (default: the official one) to `DATA_ROOT/<file name>`,
   resumed if an earlier download was interrupted, verified, kept, and extracted.
@@ -14,17 +17,20 @@ Verification is against the official SHA-256 of the chosen version unless `sha25
 
 from __future__ import annotations
 
-import hashlib
 import re
+import shutil
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from kws.console import byte_progress
-from kws.errors import ConfigError, DataError, DownloadError
-from kws.prepare.archive import extract_tar
+from kws.errors import ArchiveError, ConfigError, DataError, DownloadError
+from kws.files import file_sha256, write_text_atomic
+from kws.prepare.archive import extract_tar, remove_stale_extractions
 from kws.prepare.download import download
-from kws.prepare.splits import ManifestOptions, PrepareResult, build_manifests, check_options
+from kws.prepare.splits import LIST_FILES, ManifestOptions, PrepareResult, build_manifests, check_options
+
+EXTRACTED = ".kws_extracted"  # written last into a tree extracted from an archive: the tree is complete
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,10 @@ def prepare_speech_commands(
 
     notes: list[str] = []
     dataset_dir = dataset_dir_for(data_root, version)
+    remove_stale_extractions(dataset_dir)
+    if dataset_dir.is_dir() and not is_complete(dataset_dir):
+        notes.append(f"note: {dataset_dir} is incomplete (an interrupted extraction?); extracting again")
+        shutil.rmtree(dataset_dir)
     if dataset_dir.is_dir():
         if url is not None or archive is not None:
             notes.append(f"{dataset_dir} is already extracted; delete it to extract the archive again.")
@@ -90,11 +100,36 @@ def prepare_speech_commands(
             _verify_file(Path(archive), expected, delete=False)
         else:
             archive = _fetch(url or release.url, Path(data_root), version, expected, notes)
-        extract_tar(Path(archive), dataset_dir)
-        notes.append(f"Extracted {Path(archive).name} into {dataset_dir}.")
+        name = Path(archive).name
+        extract_tar(Path(archive), dataset_dir, check=lambda tree: _check_layout(tree, name))
+        write_text_atomic(dataset_dir / EXTRACTED, f"{name}\n")
+        notes.append(f"Extracted {name} into {dataset_dir}.")
     result = build_manifests(dataset_dir, opts)
     result.notes[:0] = notes
     return result
+
+
+def is_complete(dataset_dir: Path) -> bool:
+    """Whether the tree is whole: extracted by kws to the end, or holding the split lists of one extracted by
+    hand (or by a kws from before the marker)."""
+    return (dataset_dir / EXTRACTED).is_file() or all(
+        (dataset_dir / name).is_file() for name in LIST_FILES.values()
+    )
+
+
+def _check_layout(tree: Path, archive_name: str) -> None:
+    """Refuse an archive whose top level is not a Speech Commands tree, before it takes the dataset's
+    place (a tree without its split lists would be taken for an interrupted extraction)."""
+    missing = [name for name in LIST_FILES.values() if not (tree / name).is_file()]
+    if missing:
+        found = sorted(p.name for p in tree.iterdir())
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "") if found else "nothing"
+        verb = "is" if len(missing) == 1 else "are"
+        raise ArchiveError(
+            f"{archive_name} is not a Speech Commands archive: {' and '.join(missing)} {verb} not at its "
+            f"top level (found {shown}); pass the official archive, or extract it yourself and pass the "
+            "tree with --source"
+        )
 
 
 def _fetch(url: str, data_root: Path, version: int, expected: str | None, notes: list[str]) -> Path:
@@ -133,10 +168,6 @@ def _verify_file(path: Path, expected: str | None, *, delete: bool) -> None:
 
 
 def _sha256_with_progress(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f, byte_progress() as bar:
+    with byte_progress() as bar:
         task = bar.add_task(f"checking {path.name}", total=path.stat().st_size)
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            bar.advance(task, len(block))
-    return digest.hexdigest()
+        return file_sha256(path, lambda n: bar.advance(task, n))

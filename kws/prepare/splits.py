@@ -32,13 +32,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
 
-from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, read_wav, wav_frames
+from kws.audio import CLIP_SAMPLES, NOISE_DIR, SAMPLE_RATE, read_wav, wav_frames
 from kws.console import item_progress
 from kws.errors import ConfigError, DataError
-from kws.files import write_json_atomic
-from kws.manifest import Entry, file_sha256, write_manifest
+from kws.files import file_sha256, write_json_atomic
+from kws.manifest import Entry, write_manifest
 
 SPLITS = ("train", "validation", "test")
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -47,7 +46,7 @@ UNKNOWN, SILENCE = "unknown", "silence"
 EXTRA_FRACTION = 0.1  # silence and unknown clips, each, per 10-word clip of the same split (rounded up)
 SILENCE_STRIDE = 1000  # samples between the starts of consecutive silence windows
 SILENCE_REGIONS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}  # of each recording
-NOISE_DIR, SILENCE_DIR = "_background_noise_", "_silence_"
+SILENCE_DIR = "_silence_"
 STAMP = ".kws_manifests.json"  # options + tree fingerprint of the last successful run
 STAMP_FORMAT = 1
 HEADER_CHUNK = 256  # wav headers read per worker task
@@ -166,23 +165,6 @@ def _build(
     stamp.update(stats=[asdict(s) for s in stats], n_excluded=n_excluded)
     write_json_atomic(dataset_dir / STAMP, stamp)
     return PrepareResult(dataset_dir, manifests, stats, n_excluded=n_excluded, notes=notes)
-
-
-def summary_table(result: PrepareResult) -> Table:
-    """Per split: clips, classes, smallest and largest class, total hours."""
-    table = Table(title=f"Manifests in {result.dataset_dir}")
-    for name in ("split", "clips", "classes", "smallest class", "largest class", "hours"):
-        table.add_column(name, justify="right" if name in ("clips", "classes", "hours") else "left")
-    for s in result.stats:
-        table.add_row(
-            s.split,
-            f"{s.n_clips:,}",
-            str(s.n_classes),
-            f"{s.smallest[0]} ({s.smallest[1]:,})",
-            f"{s.largest[0]} ({s.largest[1]:,})",
-            f"{s.hours:.2f}",
-        )
-    return table
 
 
 def check_options(opts: ManifestOptions) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 from kws.checkpoint import load_checkpoint, rng_state, set_rng_state
 from kws.config import Config, config_to_dict
 from kws.errors import CheckpointError
+from kws.model import build_model
 
 
 @dataclass
@@ -68,25 +69,15 @@ def checkpoint_state(
     }
 
 
-def restore(
-    path: Path,
-    labels: list[str],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-    *,
-    world: int = 1,
-    batch_size: int | None = None,
-) -> LoopState:
-    """Load `path` (a last.pt) into the training objects; returns the loop state to continue from. The run
-    must have `world` processes of `batch_size` clips, as when it was written: the data order depends on
-    both."""
-    fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+def read_last(path: Path, cfg: Config, labels: list[str], world: int = 1) -> dict[str, Any]:
+    """Read `path` (a last.pt) and check that this run can continue it, before any data is decoded: the same
+    labels, `world` processes of `cfg.trainer.batch_size` clips as when it was written (the data order
+    depends on both), and weights that fit `cfg.model`. The state stays on the CPU; `restore` puts it into
+    the training objects."""
+    batch_size = cfg.trainer.batch_size
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist; drop --resume to start a new run")
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path, map_location="cpu")
     if list(state["labels"]) != labels:
         raise CheckpointError(
             f"{path} was trained on the labels {state['labels']}, not {labels}; use a new --run-dir"
@@ -99,13 +90,52 @@ def restore(
             f"batch {batch_size}; resume with the same --nproc_per_node and --batch-size, or start a new "
             "run dir"
         )
+    for key in ("optimizer", "scheduler", "scaler", "rng", "loop"):
+        if key not in state:
+            raise CheckpointError(
+                f"{path} has no {key!r}: it is not a training checkpoint of kws train; start a new run dir"
+            )
+    with torch.device("meta"), warnings.catch_warnings():  # shapes only: no memory, no initialisation
+        warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op"
+        _load_model(build_model(cfg.model, cfg.features.n_mfcc, len(labels)), state, path)
+    return state
+
+
+def _load_model(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     try:
         model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} does not fit this config ({_first_line(exc)}); resume with the run's config"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    """load_state_dict lists every mismatch on its own line; the error stays one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def restore(
+    state: dict[str, Any],
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> LoopState:
+    """Load `state` (what `read_last` read from `path`) into the training objects; returns the loop state to
+    continue from."""
+    fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    _load_model(model, state, path)
+    try:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(
-            f"{path} does not fit this config ({exc}); resume with the run's config"
+            f"the optimizer state in {path} does not fit this config ({_first_line(exc)}); resume with the "
+            "run's config"
         ) from None
     st = LoopState(**state["loop"])
     # Hyperparameters and the schedule come from the config, not the file: the schedule is a pure function

@@ -4,20 +4,25 @@ TensorBoard event files when `tensorboard` is installed. Only rank 0 touches it.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kws.errors import ConfigError
-from kws.files import atomic_path, write_text_atomic
+from kws.config import upgrade_layout
+from kws.errors import CheckpointError, ConfigError
+from kws.files import write_text_atomic
+from kws.plots import pyplot, quiet_plotting, save_figure
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LAST = "last.pt"
 BEST = "best.pt"
 CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
+CACHE_DIR = "cache"  # the packed datasets, unless data.cache_dir says elsewhere
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -49,21 +54,61 @@ def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def claim_run_dir(run_dir: Path, config: Mapping[str, Any], resume: bool) -> list[str]:
-    """Check that `run_dir` may hold this run and write `config.yaml`. A run dir holding another config
-    refuses unless `resume`; returns the keys that changed (empty for a new or identical run)."""
+def check_run_dir(run_dir: Path, config: Mapping[str, Any], *, resume: bool, overwrite: bool) -> list[str]:
+    """Whether `run_dir` may take this run; changes nothing (see `start_run_dir`). Returns the config keys
+    that changed (resuming with another config); raises ConfigError or CheckpointError when it refuses:
+
+    - a run dir holding another config, unless `resume` (continue with it) or `overwrite` (start over);
+    - a run dir holding a run (`last.pt`) without `resume` or `overwrite`: a re-run must not silently
+      restart at step 0 and replace its checkpoints;
+    - `resume` without a `last.pt` to continue from."""
     run_dir = Path(run_dir)
+    last = run_dir / LAST
+    if resume and overwrite:
+        raise ConfigError(
+            f"--resume continues the run in {run_dir} and --overwrite starts it over; pass only one of them"
+        )
+    if resume and not last.is_file():
+        raise CheckpointError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
+    if overwrite:
+        return []
     old = read_run_config(run_dir)
-    changed = config_differences(old, config) if old is not None else []
+    changed = config_differences(upgrade_layout(old), config) if old is not None else []
     if changed and not resume:
         shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
         raise ConfigError(
             f"{run_dir} holds a run with another config (differs in {shown}); pass --resume to continue it "
-            "with the new config, or choose a new --run-dir"
+            "with the new config, or start over with a new --run-dir or --overwrite"
         )
+    if not resume and last.is_file():
+        raise ConfigError(
+            f"{run_dir} already holds a run ({_describe(last)}); continue it with --resume, or start over "
+            "with a new --run-dir or --overwrite"
+        )
+    return changed
+
+
+def start_run_dir(run_dir: Path, config: Mapping[str, Any], *, overwrite: bool) -> None:
+    """Write `config.yaml`, once the run is known to start; with `overwrite`, first remove what the previous
+    run wrote (checkpoints, metrics, curves, TensorBoard events), keeping the packed cache."""
+    run_dir = Path(run_dir)
+    if overwrite:
+        for name in (LAST, BEST, METRICS_FILE, CURVES_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
-    return changed
+
+
+def _describe(last: Path) -> str:
+    """`last.pt at step 24`, or only the name when the file cannot be read (the refusal stands either way)."""
+    from kws.checkpoint import load_checkpoint  # torch: only when there is a checkpoint to look at
+
+    try:
+        step = load_checkpoint(last)["step"]
+    except CheckpointError:
+        return last.name
+    return f"{last.name} at step {step}"
 
 
 class MetricsLog:
@@ -87,7 +132,7 @@ class MetricsLog:
                         self.records.append(rec)
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._file = self.path.open("a", encoding="utf-8")
-        self._tb = _tensorboard_writer(Path(run_dir) / "tensorboard")
+        self._tb = _tensorboard_writer(Path(run_dir) / TENSORBOARD_DIR)
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -117,12 +162,10 @@ def _tensorboard_writer(folder: Path) -> Any:
     return SummaryWriter(log_dir=str(folder))
 
 
+@quiet_plotting()
 def write_curves(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Plot the `step` and `val` records of metrics.jsonl into a PNG at `path` (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: training runs on servers
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps, losses, lrs = [], [], []
     val: dict[str, tuple[list[int], list[float]]] = {}
@@ -153,6 +196,4 @@ def write_curves(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     for ax in (ax_loss, ax_lr, ax_acc):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

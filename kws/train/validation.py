@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kws.data import ClipSet
-from kws.device import autocast
 from kws.train import distributed
+from kws.train.device import autocast
 
 
 @torch.no_grad()

@@ -9,20 +9,20 @@ A keyword's folder (and class label) is the word with spaces turned into `_` and
 `hey kws` -> `hey_kws`, `don't` -> `dont`. Clip k of speaker s of a word depends only on (seed, word, s, k)
 and the espeak-ng version, so runs are byte-identical whatever the worker count, and a larger --speakers or
 --clips-per-speaker only adds files. `.kws_tts.json` records what was synthesized, so a re-run skips the
-clips already on disk and removes those no longer asked for.
+clips already on disk and removes those no longer asked for; a run that was killed or stopped (Ctrl-C,
+SIGTERM) is completed by the next one, and its workers never outlive it (kws.prepare.pool). A keyword whose
+speech cannot fit one second is refused before anything is synthesized (`check_fits`).
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import math
-import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,16 +30,18 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from numpy.lib.stride_tricks import sliding_window_view
 
-from kws.audio import CLIP_SAMPLES, SAMPLE_RATE, float_to_int16, write_wav
+from kws.audio import CLIP_S, CLIP_SAMPLES, NOISE_DIR, SAMPLE_RATE, float_to_int16, write_wav
 from kws.errors import DataError, KWSError
 from kws.files import write_json_atomic
-from kws.prepare.splits import NOISE_DIR, ManifestOptions, PrepareResult, build_manifests, check_options
+from kws.interrupt import sigterm_as_interrupt
+from kws.prepare.pool import exit_if_orphaned, process_pool
+from kws.prepare.splits import ManifestOptions, PrepareResult, build_manifests, check_options
+from kws.prepare.tts.clip import speech_to_clip, trim
 from kws.prepare.tts.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
 from kws.prepare.tts.speakers import assign_splits, write_speakers_json, write_split_lists
-from kws.prepare.tts.styles import STYLE_STYLE, Style, draw_style, speak
-from kws.prepare.tts.voices import Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
+from kws.prepare.tts.styles import RATE_PCT, STYLE_STYLE, Style, draw_style, speak
+from kws.prepare.tts.voices import WORD_GAP, Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
 
 V1_WORDS = (
     "bed bird cat dog down eight five four go happy house left marvin nine no off on one right seven sheila "
@@ -52,21 +54,17 @@ STAMP = ".kws_tts.json"
 STAMP_FORMAT = 1  # bump when a change to the synthesis alters the audio, so old clips are redone
 CLIP_RE = re.compile(r"[0-9a-f]{8}_nohash_\d+\.wav|\..*\.tmp-\d+")  # files this module writes in word folders
 
-# Post-processing
-TRIM_DB = -50.0  # frames this far below the loudest 10 ms frame are silence (espeak-ng's pauses are ~zero)
-TRIM_MARGIN_S = 0.02  # kept on each side of the speech, so soft onsets and releases survive
-FADE_S = 0.005
+# Synthesis (trimming, fitting and placing the speech: kws.prepare.tts.clip)
 TASK_CHUNK = 16  # clips per worker task: amortizes the inter-process round trip
 MAX_SPEED_UP = 1.25  # beyond this, re-synthesize at a faster espeak-ng rate instead of resampling harder
 MAX_RATE_WPM = 450  # espeak-ng's fastest rate
-PEAK_DBFS = (-20.0, -1.0)  # random gain: the clip's peak level
+# Before synthesis, each keyword is spoken once as slowly as a clip can make it at MAX_RATE_WPM: the widest
+# word gap and, in the rich style, the slowest <prosody rate>. Accents and variants change the length at one
+# rate by a few percent, hence the margin.
+LONGEST_VOICE = Voice("en-us", "m1", MAX_RATE_WPM, 50, 100, WORD_GAP[1], 100)
+FIT_MARGIN = 1.05
 NOISE_CHANCE = 0.5
 SNR_DB = (5.0, 30.0)
-# Resampling: a windowed-sinc polyphase filter, the same design as torchaudio.functional.resample (hann
-# window, 6 zero crossings), written in numpy so that worker processes start without importing torch.
-LOWPASS_ZEROS = 6
-ROLLOFF = 0.99
-MAX_FILTER_BANK = 1 << 20  # phases x input step of the reduced rate ratio; 22050 -> 16000 is 320 x 441
 
 
 def word_folder(word: str) -> str:
@@ -124,80 +122,25 @@ class ClipTask:
         return Draw(f"kws-tts/{self.seed}/clip/{self.word}/{self.speaker.id}/{self.k}")
 
 
-@functools.lru_cache(maxsize=32)
-def _sinc_kernel(orig: int, new: int) -> tuple[np.ndarray, int]:
-    """(new, 2*width + orig) filter bank: row i makes output phase i from a window of the input."""
-    base = min(orig, new) * ROLLOFF
-    width = math.ceil(LOWPASS_ZEROS * orig / base)
-    taps = np.arange(-width, width + orig) / orig
-    t = np.clip((taps[None, :] - np.arange(new)[:, None] / new) * base, -LOWPASS_ZEROS, LOWPASS_ZEROS)
-    window = np.cos(t * np.pi / LOWPASS_ZEROS / 2) ** 2
-    return np.sinc(t) * window * (base / orig), width
-
-
-def resample(audio: np.ndarray, orig_hz: int, new_hz: int) -> np.ndarray:
-    """Band-limited resampling of float audio `(samples,)`; output length ceil(samples * new / orig)."""
-    g = math.gcd(orig_hz, new_hz)
-    orig, new = orig_hz // g, new_hz // g
-    if orig * new > MAX_FILTER_BANK:  # the bank is (new, ~orig) floats: refuse rather than exhaust memory
-        raise ValueError(
-            f"resample {orig_hz} Hz -> {new_hz} Hz needs a {new}x{orig} filter bank; round the rates"
+def check_fits(words: list[str], style: str, workers: int = 1) -> None:
+    """Refuse keywords whose speech does not fit one clip even at espeak-ng's fastest rate and the largest
+    speed-up allowed (MAX_SPEED_UP), naming them all: their clips would be squeezed past recognition."""
+    slowest = Style(rate_pct=RATE_PCT[0]) if style == "rich" else Style()
+    limit_s = MAX_SPEED_UP * CLIP_S / FIT_MARGIN
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # espeak-ng runs as a subprocess: threads suffice
+        spoken = list(pool.map(lambda word: _speech(LONGEST_VOICE, word, slowest), words))
+    seconds = [len(speech) / rate for speech, rate in spoken]
+    too_long = [f"{w!r} ({s:.2f} s)" for w, s in zip(words, seconds, strict=True) if s > limit_s]
+    if too_long:
+        raise KWSError(
+            f"--words {', '.join(too_long)}: too long for a {CLIP_S:g} s clip even spoken at espeak-ng's "
+            f"fastest rate (at most {limit_s:.2f} s of speech fits); use a shorter phrase"
         )
-    kernel, width = _sinc_kernel(orig, new)
-    padded = np.pad(audio.astype(np.float64), (width, width + orig))
-    frames = sliding_window_view(padded, kernel.shape[1])[::orig]  # (blocks, taps): one per `orig` inputs
-    # einsum, not matmul: small enough that BLAS threads only add overhead (and contention with the workers).
-    out = np.einsum("bt,nt->bn", frames, kernel).reshape(-1)
-    return out[: math.ceil(len(audio) * new / orig)]
-
-
-def trim_silence(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Cut leading and trailing frames more than TRIM_DB below the loudest frame, keeping a margin."""
-    frame = rate // 100
-    n = len(audio) // frame
-    if n == 0:
-        return audio[:0]
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1))
-    if rms.max() < 1e-4:
-        return audio[:0]
-    active = np.flatnonzero(rms >= rms.max() * 10 ** (TRIM_DB / 20))
-    margin = round(TRIM_MARGIN_S * rate)
-    return audio[max(0, active[0] * frame - margin) : min(len(audio), (active[-1] + 1) * frame + margin)]
-
-
-def fit_to_clip(speech: np.ndarray, rate: int) -> np.ndarray:
-    """Resample speech at `rate` to 16 kHz. Longer than 1 s, it is played slightly faster: resampled to a
-    lower rate (a multiple of 50 Hz, which keeps the filter bank small) and taken as 16 kHz."""
-    target_hz = SAMPLE_RATE
-    if len(speech) * SAMPLE_RATE > CLIP_SAMPLES * rate:
-        target_hz = CLIP_SAMPLES * rate // len(speech) // 50 * 50
-    return resample(speech, rate, target_hz)[:CLIP_SAMPLES]
-
-
-def fade(audio: np.ndarray) -> np.ndarray:
-    """Raised-cosine fade-in and fade-out of FADE_S, so the cut edges of trimmed speech do not click."""
-    n = min(round(FADE_S * SAMPLE_RATE), len(audio) // 2)
-    ramp = np.sin(np.linspace(0.0, np.pi / 2, n + 2)[1:-1]) ** 2
-    out = audio.copy()
-    out[:n] *= ramp
-    out[len(out) - n :] *= ramp[::-1]
-    return out
-
-
-def place_in_clip(speech: np.ndarray, draw: Draw) -> tuple[np.ndarray, np.ndarray]:
-    """Scale 16 kHz `speech` to a random peak level and put it at a random offset in one second of silence;
-    returns the scaled speech and the float clip `(CLIP_SAMPLES,)`."""
-    peak = max(float(np.max(np.abs(speech))), 1e-9)
-    speech = speech * (10 ** (draw.uniform("peak_dbfs", *PEAK_DBFS) / 20) / peak)
-    clip = np.zeros(CLIP_SAMPLES)
-    offset = draw.integer("offset", 0, CLIP_SAMPLES - len(speech))
-    clip[offset : offset + len(speech)] = speech
-    return speech, clip
 
 
 def _speech(voice: Voice, word: str, style: Style) -> tuple[np.ndarray, int]:
     audio, rate = speak(voice, word, style)
-    return trim_silence(audio, rate), rate
+    return trim(audio, rate), rate
 
 
 def render_clip(task: ClipTask) -> np.ndarray:
@@ -212,7 +155,7 @@ def render_clip(task: ClipTask) -> np.ndarray:
         speech, rate = _speech(voice, task.word, style)
     if len(speech) == 0:
         raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
-    speech, clip = place_in_clip(fade(fit_to_clip(speech, rate)), draw)
+    speech, clip = speech_to_clip(speech, rate, draw)
     if draw.chance("noise", NOISE_CHANCE):
         kind = draw.choice("noise_kind", sorted(NOISE_KINDS))
         speech_rms = float(np.sqrt(np.mean(speech**2)))
@@ -242,6 +185,9 @@ def _write_error(exc: OSError | sf.LibsndfileError, path: Path) -> DataError:
 # ---------------------------------------------------------------- the whole dataset
 
 
+# SIGTERM stops like Ctrl-C: the pool's workers are stopped, the clips written so far are kept (a re-run
+# completes the dataset, byte-identical to an uninterrupted run) and the CLI exits 143.
+@sigterm_as_interrupt()
 def prepare_tts(
     data_root: Path,
     name: str,
@@ -284,6 +230,10 @@ def prepare_tts(
     ]
     # Only well-formed words from the old stamp: a hand-edited stamp must not point deletions elsewhere.
     old_words = [w for w in (old or {}).get("words", []) if isinstance(w, str) and WORD_RE.fullmatch(w)]
+    # Before anything is written: a keyword too long for a clip is refused, not squeezed (only the words with
+    # clips to make, so a re-run that has nothing to do speaks nothing).
+    to_make = {t.word for t in tasks if not (reuse and t.path.is_file())}
+    check_fits([w for w in words if w in to_make], style, opts.workers or os.cpu_count() or 1)
     try:
         _remove_stale(dataset_dir, [*old_words, *words], {t.path for t in tasks} if reuse else set())
         stamp = {**content, "words": words, "n_speakers": n_speakers, "clips_per_speaker": clips_per_speaker}
@@ -344,6 +294,7 @@ def _remove_stale(dataset_dir: Path, words: list[str], keep: set[Path]) -> None:
 
 
 def _write_clips(tasks: list[ClipTask]) -> int:
+    exit_if_orphaned()  # where PR_SET_PDEATHSIG is missing: no clips written for a parent that is gone
     for task in tasks:
         _write_clip(task)
     return len(tasks)
@@ -361,12 +312,11 @@ def _run(tasks: list[ClipTask], workers: int) -> float:
                 _write_clip(task)
                 bar.advance(task_id)
             return max(time.perf_counter() - start, 1e-9)
-        # spawn, not fork: the progress bar's refresh thread is running, and fork copies locks it may hold.
         # An executor, not multiprocessing.Pool: when a worker dies (out of memory), Pool waits forever for
-        # its tasks, while the executor fails at once with BrokenProcessPool.
+        # its tasks, while the executor fails at once with BrokenProcessPool. The workers die with this
+        # process (kws.prepare.pool), so a killed run leaves none behind writing files.
         chunks = [tasks[i : i + TASK_CHUNK] for i in range(0, len(tasks), TASK_CHUNK)]
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
+        with process_pool(min(workers, len(chunks))) as pool:
             futures = [pool.submit(_write_clips, chunk) for chunk in chunks]
             try:
                 for future in as_completed(futures):
@@ -376,7 +326,7 @@ def _run(tasks: list[ClipTask], workers: int) -> float:
                     "a synthesis worker process died (out of memory?); re-run the same command to resume, "
                     "with fewer --workers if it happens again"
                 ) from None
-            finally:
+            finally:  # on Ctrl-C or SIGTERM too: the pool then waits only for the chunks already started
                 for future in futures:
                     future.cancel()
     return max(time.perf_counter() - start, 1e-9)

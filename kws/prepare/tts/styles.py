@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kws.audio import INT16_SCALE
+from kws.prepare.tts.clip import active_frames, fade, frame_levels, trim
 from kws.prepare.tts.voices import Draw, Voice, synthesize_ssml
 
 STYLE_STYLE = ("plain", "rich")  # the `--style` choices
@@ -42,8 +43,7 @@ CARRIER_LAYOUTS = ("tail", "lead-in", "both")  # where the carrier words go arou
 BREAK_MS = (220, 320)  # the pause after a lead-in; longer than any stop closure, so it cannot be mistaken
 MIN_BREAK_S = 0.12  # a silence at least this long after the lead-in is the break
 ONSET_MARGIN_FRAMES = 2  # kept before the keyword's first loud frame: soft onsets (h, f, th) start earlier
-FRAME_S = 0.005
-SILENCE_DB = -50.0  # as kws.prepare.tts.source.TRIM_DB: frames this far below the loudest are silence
+FRAME_S = 0.005  # the frames that find the cuts (silence: kws.prepare.tts.clip.SILENCE_DB)
 END_SEARCH_S = 0.025  # the tail cut moves to the quietest frame within this distance of its estimate
 CUT_FADE_S = 0.003  # never a click at the cut
 
@@ -136,10 +136,11 @@ def speak(voice: Voice, word: str, style: Style) -> tuple[np.ndarray, int]:
         audio = audio[after_break(audio, rate) :]
     if style.tail:
         tail, _ = synthesize_ssml(voice, style_ssml(voice, style, word, with_word=False, with_lead=False))
-        audio = audio[
-            : tail_cut(trim(audio, rate), trim(_float(tail), rate), rate, offset=_start(audio, rate))
-        ]
-        audio = fade_edges(audio, rate)
+        # No margin: the cut needs the exact lengths of both utterances.
+        spoken = trim(audio, rate, frame_s=FRAME_S, margin_s=0.0)
+        tail_alone = trim(_float(tail), rate, frame_s=FRAME_S, margin_s=0.0)
+        audio = audio[: tail_cut(spoken, tail_alone, rate, offset=_start(audio, rate))]
+        audio = fade(audio, rate, CUT_FADE_S, "linear")
     return audio, rate
 
 
@@ -147,39 +148,16 @@ def _float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float64) / INT16_SCALE
 
 
-def frame_levels(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
-    """RMS of consecutive FRAME_S frames `(n_frames,)` and the frame length in samples."""
-    frame = max(1, round(FRAME_S * rate))
-    n = len(audio) // frame
-    return np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1)), frame
-
-
-def _active(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
-    rms, frame = frame_levels(audio, rate)
-    if len(rms) == 0 or rms.max() < 1e-4:
-        return np.zeros(len(rms), dtype=bool), frame
-    return rms >= rms.max() * 10 ** (SILENCE_DB / 20), frame
-
-
 def _start(audio: np.ndarray, rate: int) -> int:
-    on, frame = _active(audio, rate)
+    on, frame = active_frames(audio, rate, FRAME_S)
     idx = np.flatnonzero(on)
     return int(idx[0]) * frame if len(idx) else 0
-
-
-def trim(audio: np.ndarray, rate: int) -> np.ndarray:
-    """The audio from its first to its last non-silent frame (no margin: the cut needs exact lengths)."""
-    on, frame = _active(audio, rate)
-    idx = np.flatnonzero(on)
-    if len(idx) == 0:
-        return audio[:0]
-    return audio[idx[0] * frame : (idx[-1] + 1) * frame]
 
 
 def after_break(audio: np.ndarray, rate: int) -> int:
     """Sample where speech resumes after the first silence of MIN_BREAK_S or more (the lead-in's <break>);
     0 when there is none: the whole utterance stays (a clip too long, never one cut short)."""
-    on, frame = _active(audio, rate)
+    on, frame = active_frames(audio, rate, FRAME_S)
     idx = np.flatnonzero(on)
     if len(idx) < 2:
         return 0
@@ -191,7 +169,7 @@ def tail_cut(speech: np.ndarray, tail: np.ndarray, rate: int, offset: int = 0) -
     """Where the keyword ends in `speech` (trimmed "WORD tail"), given the tail spoken alone (trimmed): the
     tail's length before the end, moved to the quietest frame within END_SEARCH_S; plus `offset`."""
     estimate = len(speech) - len(tail)
-    rms, frame = frame_levels(speech, rate)
+    rms, frame = frame_levels(speech, rate, FRAME_S)
     reach = round(END_SEARCH_S * rate / frame)
     centre = estimate // frame
     lo, hi = max(1, centre - reach), min(len(rms) - 1, centre + reach)
@@ -199,14 +177,3 @@ def tail_cut(speech: np.ndarray, tail: np.ndarray, rate: int, offset: int = 0) -
         return offset + max(0, estimate)
     quietest = lo + int(np.argmin(rms[lo : hi + 1]))
     return offset + quietest * frame + frame // 2
-
-
-def fade_edges(audio: np.ndarray, rate: int) -> np.ndarray:
-    n = min(round(CUT_FADE_S * rate), len(audio) // 2)
-    if n == 0:
-        return audio
-    ramp = np.linspace(0.0, 1.0, n + 2)[1:-1]
-    out = audio.copy()
-    out[:n] *= ramp
-    out[len(out) - n :] *= ramp[::-1]
-    return out

@@ -14,22 +14,29 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16,
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` | `cpu` | `cuda`: the device of this process (`cuda:LOCAL_RANK` under torchrun)."""
+    """`auto` | `cpu` | `cuda` | `cuda:N`: the device of this process (`cuda` is `cuda:LOCAL_RANK` under
+    torchrun). The one device chooser of `kws train` and `kws evaluate`."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
-    if name in ("cuda", "gpu"):
+    kind, _, number = name.partition(":")
+    if kind in ("cuda", "gpu") and (number == "" or number.isdigit()):
         if not torch.cuda.is_available():
             raise TrainingError(
-                "--device cuda was asked for, but CUDA is not available here (no GPU, or a CPU-only torch "
-                "build); use --device cpu or --device auto"
+                f"--device {name} was asked for, but CUDA is not available here (no CUDA GPU, or a CPU-only "
+                "torch build); use --device cpu or --device auto"
             )
-        index = distributed.local_rank()
+        index = int(number) if number else distributed.local_rank()
         if index >= torch.cuda.device_count():
+            fix = (
+                "lower --nproc_per_node"
+                if not number
+                else f"use a GPU number below {torch.cuda.device_count()}"
+            )
             raise TrainingError(
-                f"process {index} of this node needs GPU {index}, but only {torch.cuda.device_count()} are "
-                "visible; lower --nproc_per_node"
+                f"{name if number else f'process {index} of this node'} needs GPU {index}, but only "
+                f"{torch.cuda.device_count()} are visible; {fix}"
             )
         return torch.device("cuda", index)
     raise TrainingError(f"unknown device {name!r}; use auto, cpu or cuda")
