@@ -136,8 +136,8 @@ make_data() {
 import sys
 from pathlib import Path
 
-sys.path.insert(0, "tests")
-from tiny_dataset import make_tiny_dataset  # tones and chirps written with numpy: no TTS, no download
+sys.path.insert(0, ".")  # the repository root: tests/ is a package
+from tests.helpers.tiny_dataset import make_tiny_dataset  # numpy tones and chirps: no TTS, no download
 
 manifests = make_tiny_dataset(Path(sys.argv[1]), n_train=24, n_val=8)
 print({split: str(path) for split, path in manifests.items()})

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from speech_commands_fixture import write_wav
 
-from tests.tiny_dataset import make_tiny_dataset
+from tests.helpers import SMOKE
+from tests.helpers import kws as run_kws
+from tests.helpers.speech_commands import write_wav
+from tests.helpers.tiny_dataset import make_tiny_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "configs" / "smoke.yaml"
 TRAIN_STEPS = 2  # the shared run: long enough to write last.pt and best.pt
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -438,21 +437,7 @@ def files_under(path: Path) -> list[str]:
 
 
 def kws(args: Sequence[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
-    env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-        NO_COLOR="1",
-        TERM="dumb",
-        COLUMNS="200",  # one error line stays one line
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "kws", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_kws(*args, cwd=cwd, timeout=180, columns=200)  # 200 columns: one error line stays one line
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 import kws
 from kws import cli
 from kws.errors import DataError
+from tests.helpers import kws as run_kws
 
 
 def test_help_does_not_import_torch() -> None:
@@ -58,11 +59,6 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 130
-
-
-def run_kws(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real console entry point (`python -m kws` runs `kws.cli:main`, as the `kws` script does)."""
-    return subprocess.run([sys.executable, "-m", "kws", *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(

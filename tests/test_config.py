@@ -18,8 +18,7 @@ from kws.config import (
     upgrade_layout,
 )
 from kws.errors import ConfigError
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+from tests.helpers import CONFIGS
 
 
 def write(tmp_path: Path, text: str) -> Path:

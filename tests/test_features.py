@@ -10,6 +10,7 @@ import torchaudio
 
 from kws.config import FeaturesConfig
 from kws.features import MFCC, FeatureExtractor, crop_or_pad, frame_lengths
+from tests.helpers import REPO
 
 CFG = FeaturesConfig()
 
@@ -224,12 +225,11 @@ def test_checkpoints_and_configs_without_pad_keep_clip_padding() -> None:
 
 
 def test_the_recipe_configs_pad_as_nemo_and_a_bad_pad_names_the_key() -> None:
-    from pathlib import Path
 
     from kws.config import config_from_dict, load_config
     from kws.errors import ConfigError
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = REPO / "configs"
     recipes = ("matchboxnet_3x1x64_v1", "matchboxnet_3x1x64_v2", "matchboxnet_3x2x64_v2", "quartznet_3x1_v1")
     for name in recipes:
         assert FeatureExtractor(load_config(configs / f"{name}.yaml").features).pad == "batch", name

@@ -6,7 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+from tests.helpers import REPO
+
+SCRIPT = REPO / "bench" / "gpu_check.sh"
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -9,11 +9,11 @@ import importlib.metadata
 import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 PACKAGE = REPO / "kws"
 
 

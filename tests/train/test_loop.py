@@ -18,22 +18,8 @@ from kws.config import apply_options, load_config
 from kws.errors import CheckpointError, DataError
 from kws.manifest import Entry, read_manifest, write_manifest
 from kws.train.loop import train
-from tests.tiny_dataset import CLASSES, make_tiny_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "configs" / "smoke.yaml"
-
-
-def kws(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
-    return subprocess.run(
-        [sys.executable, "-m", "kws", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.helpers import REPO, SMOKE, kws
+from tests.helpers.tiny_dataset import CLASSES
 
 
 def train_args(train_manifest: Path, run_dir: str | Path, *more: str | Path) -> list[str | Path]:
@@ -44,11 +30,6 @@ def train_args(train_manifest: Path, run_dir: str | Path, *more: str | Path) -> 
 def records(run_dir: Path, kind: str) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -290,25 +271,31 @@ def test_cuda_without_a_gpu_is_an_error(data: dict[str, Path], tmp_path: Path) -
     assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
 
 
-@pytest.mark.slow
-def test_ctrl_c_writes_last_checkpoint_and_exits_130(data: dict[str, Path], tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = train_args(data["train"], "run", "--epochs", "200", "--set", "trainer.log_every_n_steps=1")
+def train_until_signalled(args: list[str | Path], cwd: Path, signum: int) -> tuple[int, str]:
+    """Start a real `kws train`, send it `signum` once metrics.jsonl holds 3 records; (exit code, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kws", *map(str, args)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics = cwd / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    proc.send_signal(signum)
     _out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_last_checkpoint_and_exits_130(data: dict[str, Path], tmp_path: Path) -> None:
+    args = train_args(data["train"], "run", "--epochs", "200", "--set", "trainer.log_every_n_steps=1")
+    code, err = train_until_signalled(args, tmp_path, signal.SIGINT)
+    assert code == 130, err
     assert "interrupted at step" in err
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] >= 3 and state["data_position"]["batch"] == state["step"] % 6
@@ -319,23 +306,9 @@ def test_sigterm_writes_last_checkpoint_exits_143_and_resumes_exactly(
     data: dict[str, Path], tmp_path: Path
 ) -> None:
     # What a cluster scheduler does at the end of a job's time: SIGTERM to a real `kws train`.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
     args = train_args(data["train"], "run", "--epochs", "6", "--set", "trainer.log_every_n_steps=1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kws", *map(str, args)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    code, err = train_until_signalled(args, tmp_path, signal.SIGTERM)
+    assert code == 143, err
     step = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
     assert 3 <= step < 36, "stopped mid-run"
     note = f"interrupted by SIGTERM at step {step}: wrote {Path('run') / 'last.pt'}; continue with --resume"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_checks import assert_consistent_report, assert_png, read_predictions
 
 from kws.errors import DataError
 from kws.evaluate.report import (
@@ -21,6 +20,7 @@ from kws.evaluate.report import (
     worst_classes,
     write_report_files,
 )
+from tests.helpers.report_checks import assert_consistent_report, assert_png, read_predictions
 
 V2_WORDS = (
     "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin nine no "

@@ -14,9 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from chromium_cdp import Chromium
-from report_checks import PNG_SIGNATURE, assert_png
-from speech_commands_fixture import build_speech_commands_tree
 
 from kws import cli
 from kws.audio import SAMPLE_RATE, float_to_int16, read_wav, write_wav
@@ -24,6 +21,9 @@ from kws.errors import KWSError
 from kws.evaluate import listen
 from kws.evaluate.report import Misclassified, compute_report, write_report_files
 from kws.manifest import read_manifest
+from tests.helpers.chromium import Chromium
+from tests.helpers.report_checks import PNG_SIGNATURE, assert_png
+from tests.helpers.speech_commands import build_speech_commands_tree
 
 LABELS = ["down", "go", "left", "no", "unknown", "yes"]
 

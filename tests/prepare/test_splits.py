@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from rich.console import Console
-from speech_commands_fixture import SpeechCommandsTree, build_speech_commands_tree, copy_tree, tone, write_wav
 
 from kws.console import prepare_table
 from kws.errors import ConfigError, DataError
@@ -27,11 +26,13 @@ from kws.prepare.splits import (
     PrepareResult,
     build_manifests,
 )
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> SpeechCommandsTree:
-    return build_speech_commands_tree(tmp_path_factory.mktemp("template") / "sc")
+from tests.helpers.speech_commands import (
+    SpeechCommandsTree,
+    build_speech_commands_tree,
+    copy_tree,
+    tone,
+    write_wav,
+)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,8 @@ from kws.config import load_config
 from kws.features import FeatureExtractor
 from kws.model import build_model, count_parameters
 from kws.optim import build_optimizer, build_scheduler
+from tests.helpers import SMOKE
 
-SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 N_CLASSES, PER_CLASS, STEPS = 4, 4, 150
 
 

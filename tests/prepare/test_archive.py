@@ -7,10 +7,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from speech_commands_fixture import build_speech_commands_tree, make_malicious_tar_gz, make_tar_gz
 
 from kws.errors import ArchiveError, DataError
 from kws.prepare.archive import extract_tar
+from tests.helpers.speech_commands import build_speech_commands_tree, make_malicious_tar_gz, make_tar_gz
 
 
 def _files(root: Path) -> dict[str, bytes]:

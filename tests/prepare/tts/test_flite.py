@@ -14,8 +14,9 @@ import soundfile as sf
 from kws.manifest import read_manifest
 from kws.prepare.tts import flite
 from kws.prepare.tts.clip import trim
+from tests.helpers import REPO
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = REPO / "bench"
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="needs flite (apt-get install flite)")
 
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from speech_commands_fixture import LocalServer
 
 from kws.errors import DownloadError
 from kws.files import HASH_BLOCK, file_digest, file_sha256
 from kws.prepare.download import download, partial_path
+from tests.helpers.speech_commands import LocalServer
 
 PAYLOAD = os.urandom(300_000)  # several read chunks, so "halfway" is a real partial file
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -1,6 +1,6 @@
 """Tiny Speech-Commands-shaped datasets and a local HTTP server, for tests (import, don't copy).
 
-    from speech_commands_fixture import LocalServer, build_speech_commands_tree, make_tar_gz
+    from tests.helpers.speech_commands import LocalServer, build_speech_commands_tree, make_tar_gz
 
     tree = build_speech_commands_tree(tmp_path / "src")            # real 16-bit 16 kHz wavs, both lists
     archive = make_tar_gz(tree.root, tmp_path / "www" / "speech_commands_v0.01.tar.gz")

@@ -15,10 +15,8 @@ from torch import nn
 
 from kws.data import epoch_order
 from kws.train import distributed
-from tests.tiny_dataset import make_tiny_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "configs" / "smoke.yaml"
+from tests.helpers import REPO, SMOKE
+from tests.helpers.tiny_dataset import make_tiny_dataset
 
 
 def test_helpers_are_no_ops_in_one_process() -> None:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from report_checks import assert_consistent_report, assert_png, read_predictions
-from speech_commands_fixture import build_speech_commands_tree
 
 from kws import __version__, cli
 from kws.errors import CheckpointError, DataError, KWSError
@@ -19,8 +17,9 @@ from kws.evaluate.scoring import evaluate, out_dirs
 from kws.files import file_sha256
 from kws.manifest import Entry, read_manifest, write_manifest
 from kws.train.device import pick_device
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+from tests.helpers.report_checks import assert_consistent_report, assert_png, read_predictions
+from tests.helpers.speech_commands import build_speech_commands_tree
 
 
 @dataclass

@@ -22,9 +22,10 @@ from kws.augment.vtlp import BOUNDARY_HZ, warp_factors, warp_frequencies, warped
 from kws.config import AugmentConfig, FeaturesConfig, config_from_dict, load_config
 from kws.errors import ConfigError
 from kws.features import FeatureExtractor
+from tests.helpers import REPO
 
 SR = 16_000
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 ALL_STAGES = ("speed", "gain", "noise", "room", "channel")
 
 

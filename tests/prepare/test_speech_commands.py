@@ -17,20 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from speech_commands_fixture import (
+
+from kws.cli import main
+from kws.manifest import read_manifest
+from tests.helpers import REPO, kws
+from tests.helpers.speech_commands import (
     LocalServer,
     SpeechCommandsTree,
-    build_speech_commands_tree,
     copy_tree,
     make_malicious_tar_gz,
     make_tar_gz,
     write_wav,
 )
 
-from kws.cli import main
-from kws.manifest import read_manifest
-
-REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = "speech_commands_v0.01.tar.gz"
 DATASET = "google_speech_recognition_v1"
 SPLIT_NAMES = ("train", "validation", "test")
@@ -47,11 +46,6 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> SpeechCommandsTree:
-    return build_speech_commands_tree(tmp_path_factory.mktemp("template") / "sc")
-
-
-@pytest.fixture(scope="module")
 def www(template: SpeechCommandsTree, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("www")
     make_tar_gz(template.root, folder / ARCHIVE)
@@ -62,12 +56,6 @@ def www(template: SpeechCommandsTree, tmp_path_factory: pytest.TempPathFactory) 
 def server(www: Path):
     with LocalServer(www) as srv:
         yield srv
-
-
-def kws(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
-    cmd = [sys.executable, "-m", "kws", *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture

@@ -1,0 +1,36 @@
+"""What the tests share: the repository's paths, the real `kws` command in a subprocess, and (in the modules
+beside this one) tiny datasets, a local Speech Commands server, report checks and a headless Chromium.
+Fixtures built on them live in tests/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+SMOKE = CONFIGS / "smoke.yaml"
+
+
+def kws(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 300, columns: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point (`python -m kws` runs `kws.cli:main`, as the `kws` script does)
+    with this checkout first on the import path, plain output (no colour) `columns` wide, captured as text."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+        NO_COLOR="1",
+        TERM="dumb",
+        COLUMNS=str(columns),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "kws", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
