@@ -11,12 +11,15 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kws import __version__
 from kws.errors import KWSError
+
+if TYPE_CHECKING:
+    from kws.evaluate import listen
 
 app = typer.Typer(
     name="kws",
@@ -278,11 +281,44 @@ def listen_errors(
             missing = result.page.missing
             typer.echo(f"warning: {len(missing)} clips could not be read, e.g. {missing[0]}", err=True)
     if output is not None:
-        summary = listen.play_session(eval_dir, result.errors, output=output, keys=listen.terminal_keys())
+        summary = listen.play_session(
+            eval_dir, result.errors, output=output, keys=listen.terminal_keys(), show=_show_clip
+        )
         suspects = Path(eval_dir) / listen.SUSPECT_FILE
         typer.echo(f"heard {summary.n_heard} clips; marked {len(summary.marked)} as mislabeled.")
         if summary.marked or suspects.is_file():
             typer.echo(f"suspects: {suspects}; leave them out with `kws prepare ... --exclude {suspects}`")
+
+
+def _show_clip(item: listen.ClipView | str) -> None:
+    """The `--play` session's screen: a panel of the clip's facts, or one line of news."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from kws.evaluate.listen import KEYS_HELP
+
+    if isinstance(item, str):
+        Console().print(item, style="yellow", highlight=False)
+        return
+    err = item.err
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", justify="right")
+    grid.add_column()
+    manifest = f" (manifest: {err.manifest_label})" if err.manifest_label else ""
+    grid.add_row("true", f"[bold green]{err.label}[/]{manifest}")
+    grid.add_row("predicted", f"[bold red]{err.predicted}[/]")
+    grid.add_row("confidence", f"{err.confidence:.1%}")
+    grid.add_row("top-k", "  ".join(f"{label} {p:.1%}" for label, p in err.top_k))
+    grid.add_row("file", err.audio_filepath)
+    grid.add_row("manifest line", str(err.index))
+    if item.marked:
+        grid.add_row("", "[yellow]marked as mislabeled[/]")
+    if item.note:
+        grid.add_row("", f"[yellow]{item.note}[/]")
+    Console().print(
+        Panel(grid, title=f"error {item.position}/{item.total}", subtitle=KEYS_HELP, expand=False)
+    )
 
 
 @contextlib.contextmanager

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kws.audio import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
 from kws.augment.config import FLAT_KEYS, AugmentConfig, upgrade_flat_keys  # augment: beside its stages
 from kws.checks import above, at_least, probability, require, span
 from kws.errors import ConfigError
+from kws.files import read_text
+from kws.yaml_text import parse_yaml
 
 
 @dataclass(frozen=True)
@@ -370,11 +370,9 @@ def apply_overrides(cfg: Config, overrides: Sequence[str], source: str = "--set"
             if not isinstance(section[name], dict):
                 raise ConfigError(f"{source}: `{key}` is a single setting, not a section; set it as a whole")
             section = section[name]
-        try:
-            # `none` is a string to YAML; on the command line it means None, like `null`.
-            value = None if text.strip().lower() in ("", "none", "null", "~") else yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: cannot read the value of `{path}` as YAML: {exc}") from None
+        # `none` is a string to YAML; on the command line it means None, like `null`.
+        none = text.strip().lower() in ("", "none", "null", "~")
+        value = None if none else parse_yaml(text, f"{source}: cannot read the value of `{path}` as YAML")
         section[keys[-1]] = value
     return config_from_dict(d, source)
 
@@ -407,13 +405,7 @@ def apply_options(
 def load_config(path: Path, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config file, then apply `section.key=value` overrides."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    text = read_text(path, "config file", ConfigError, "pass a YAML config such as configs/smoke.yaml")
+    data = parse_yaml(text, f"{path}: not valid YAML")
     cfg = config_from_dict(data if data is not None else {}, str(path))
     return apply_overrides(cfg, overrides) if overrides else cfg

@@ -38,6 +38,7 @@ from kws.console import item_progress
 from kws.errors import DataError
 from kws.files import remove_stale_folders, temp_folder
 from kws.manifest import Entry, check_labels, labels_of, read_manifest
+from kws.masks import valid_mask
 
 _ORDER_STREAM = 1  # separate streams of randomness derived from one seed
 _AUGMENT_STREAM = 2
@@ -173,7 +174,7 @@ class ClipSet:
         # One gather: sample t of clip k is audio[starts[k] + t]; positions past a clip's end become zeros.
         position = torch.arange(width, device=store)
         gather = (starts[:, None] + position).clamp_(max=self.audio.numel() - 1)
-        audio = self.audio[gather].masked_fill_(position >= lengths[:, None], 0)
+        audio = self.audio[gather].masked_fill_(~valid_mask(lengths, width), 0)
         if not self.on_device:  # host store, CUDA training: one pinned copy per tensor
             audio, lengths, labels = (
                 t.pin_memory().to(self.device, non_blocking=True) for t in (audio, lengths, labels)

@@ -121,3 +121,20 @@ def _pid_alive(pid: int) -> bool:
     except OSError:  # it exists but belongs to another user
         return True
     return True
+
+
+def read_text(path: Path, what: str, error: type[KWSError], fix: str) -> str:
+    """The UTF-8 text of `path`, or `error` saying in one line why it cannot be read and what to do:
+    `cannot read <what> <path>: it is a directory; <fix>`."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        why = "is a directory"
+    except FileNotFoundError:
+        why = "does not exist"
+    except UnicodeDecodeError as exc:
+        why = f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}; a binary file?)"
+    except OSError as exc:
+        why = f"cannot be opened ({exc.strerror or exc})"
+    raise error(f"cannot read {what} {path}: it {why}; {fix}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kws.errors import DataError
-from kws.files import write_text_atomic
+from kws.files import read_text, write_text_atomic
 
 EXPECTED_LINE = '{"audio_filepath": ..., "duration": ..., "command": ...}'
 
@@ -26,17 +26,28 @@ class Entry:
         return json.dumps(obj)
 
 
+MANIFEST_FIX = "pass a JSON-lines manifest written by `kws prepare` (e.g. data/<dataset>/train_manifest.json)"
+
+
+def check_manifest_path(path: Path) -> Path:
+    """`path` if it names a file; a DataError saying it does not exist or is a folder otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"manifest {path} is a directory; {MANIFEST_FIX}")
+    if not path.exists():
+        raise DataError(f"manifest {path} does not exist; run `kws prepare` or check the path")
+    return path
+
+
 def read_manifest(path: Path) -> list[Entry]:
     """Read a manifest; `label` is accepted as a synonym of `command`. A malformed line is a DataError that
     names the file and the line number."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest {path} does not exist; run `kws prepare` or check the path")
+    path = check_manifest_path(path)
+    text = read_text(path, "manifest", DataError, MANIFEST_FIX)
     entries = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                entries.append(_entry(line, f"line {line_no} of {path}"))
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            entries.append(_entry(line, f"line {line_no} of {path}"))
     if not entries:
         raise DataError(f"manifest {path} lists no clips; re-run `kws prepare` or pick another manifest")
     return entries

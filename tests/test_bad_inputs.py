@@ -280,6 +280,27 @@ def report_file_to_listen(s: Shared, here: Path) -> list[str | Path]:
     return ["listen-errors", "eval/report.json"]
 
 
+def directory_manifest(s: Shared, here: Path) -> list[str | Path]:
+    (here / "manifests").mkdir()
+    return ["evaluate", s.run_dir / "last.pt", "manifests"]
+
+
+def binary_manifest(s: Shared, data: Path) -> Path:
+    return write_wav(data / "clip.wav", np.zeros(1600, np.int16) + 100)  # a wav where a manifest belongs
+
+
+def config_file(name: str, content: bytes) -> Callable[[Shared, Path], list[str | Path]]:
+    """`kws train --config <name>` with `content` as the file."""
+
+    def setup(s: Shared, here: Path) -> list[str | Path]:
+        (here / name).write_bytes(content)
+        args = s.train_args()
+        args[args.index(SMOKE)] = name
+        return args
+
+    return setup
+
+
 def cuda_without_gpu(s: Shared, here: Path) -> list[str | Path]:
     return s.train_args("--device", "cuda")
 
@@ -335,6 +356,18 @@ CASES: list[Case] = [
     config_case("yaml unknown key", ("trainer.epohcs", "bad.yaml"), yaml_edit={"trainer": {"epohcs": 3}}),
     config_case("yaml wrong type", ("trainer.epochs", "bad.yaml"), yaml_edit={"trainer": {"epochs": "ten"}}),
     config_case("--set unknown section", ("optimizer",), "--set", "optimizer.lr=0.1"),
+    config_case(
+        "--set YAML syntax", ("optim.betas", re.compile(r"line 1, column \d+")), "--set", "optim.betas=[0.9"
+    ),
+    Case(
+        "config: YAML syntax error",
+        config_file("broken.yaml", b"optim:\n  betas: [0.9, 0.5\ntrainer: {epochs: 2}\n"),
+        1,
+        ("broken.yaml", re.compile(r"line \d+, column \d+")),
+    ),
+    Case(
+        "config: a binary file", config_file("model.pt", bytes(range(128, 256)) * 8), 1, ("model.pt", "UTF-8")
+    ),
     # Run dir.
     run_case("last.pt without --resume", last_pt_without_resume, "--resume"),
     run_case("--resume without last.pt", resume_without_last_pt, "last.pt"),
@@ -362,6 +395,7 @@ CASES: list[Case] = [
         ("stereo.wav", re.compile(r"mono|channels")),
     ),
     data_case("empty manifest", empty_manifest, ("empty.json",)),
+    data_case("a wav as the manifest", binary_manifest, ("clip.wav", "UTF-8")),
     data_case(
         "0-sample wavs",
         zero_sample_wavs,
@@ -371,6 +405,7 @@ CASES: list[Case] = [
     # Checkpoints.
     Case("checkpoint: truncated", damaged_checkpoint, 1, ("damaged.pt",), forbidden=("weights_only",)),
     Case("checkpoint: a directory", directory_checkpoint, 1, ("ckpt_dir", "is a directory")),
+    Case("evaluate: a directory as the manifest", directory_manifest, 1, ("manifests", "is a directory")),
     Case(
         "checkpoint: report.json to listen-errors",
         report_file_to_listen,

@@ -394,3 +394,26 @@ def test_nested_overrides_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides(Config(), [override])
     assert message in str(info.value) and str(info.value).startswith("--set: ")
+
+
+def test_yes_no_on_off_stay_words_in_configs_and_overrides(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML's default) reads yes/no/on/off as booleans: four Speech Commands labels.
+    words = ("no", "off", "on", "yes")
+    cfg = apply_overrides(load_config(CONFIGS / "smoke.yaml"), ["data.labels=[no, off, on, yes]"])
+    assert cfg.data.labels == words
+    path = tmp_path / "labels.yaml"
+    path.write_text("data:\n  labels: [no, off, on, yes]\ntrainer:\n  compile: false\n")
+    assert load_config(path).data.labels == words and load_config(path).trainer.compile is False
+
+
+def test_yaml_syntax_errors_are_one_line_with_the_place(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("optim:\n  betas: [0.9, 0.5\ntrainer: {epochs: 2}\n")
+    with pytest.raises(
+        ConfigError, match=r"broken\.yaml: not valid YAML: .* at line \d+, column \d+$"
+    ) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"`optim.betas` as YAML: .* at line 1, column \d+$") as info:
+        apply_overrides(load_config(CONFIGS / "smoke.yaml"), ["optim.betas=[0.9"])
+    assert "\n" not in str(info.value)

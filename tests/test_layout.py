@@ -38,6 +38,7 @@ FOUNDATION = {
     "interrupt",
     "manifest",
     "masks",
+    "yaml_text",
 }
 
 

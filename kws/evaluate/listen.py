@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
 
 from kws.audio import SAMPLE_RATE, read_wav
 from kws.errors import DataError, KWSError
 from kws.evaluate.page import PageResult, write_errors_page
 from kws.evaluate.report import REPORT_FILE, EvalReport, Misclassified, read_report_json
-from kws.files import write_text_atomic
+from kws.files import read_text, write_text_atomic
 
 SORTS = ("confidence", "-confidence", "pair")
 ERRORS_PAGE = "errors.html"
@@ -87,7 +84,8 @@ def read_suspects(eval_dir: Path) -> list[str]:
     path = Path(eval_dir) / SUSPECT_FILE
     if not path.is_file():
         return []
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = read_text(path, "the suspects list", DataError, "fix or delete it")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def mark_suspect(eval_dir: Path, audio_filepath: str) -> bool:
@@ -176,24 +174,19 @@ class PlaySummary:
     marked: list[str] = field(default_factory=list)  # newly added to suspect_labels.txt
 
 
-def _panel(err: Misclassified, position: int, total: int, marked: bool, note: str) -> Panel:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="dim", justify="right")
-    grid.add_column()
-    true = f"[bold green]{err.label}[/]" + (
-        f" (manifest: {err.manifest_label})" if err.manifest_label else ""
-    )
-    grid.add_row("true", true)
-    grid.add_row("predicted", f"[bold red]{err.predicted}[/]")
-    grid.add_row("confidence", f"{err.confidence:.1%}")
-    grid.add_row("top-k", "  ".join(f"{label} {p:.1%}" for label, p in err.top_k))
-    grid.add_row("file", err.audio_filepath)
-    grid.add_row("manifest line", str(err.index))
-    if marked:
-        grid.add_row("", "[yellow]marked as mislabeled[/]")
-    if note:
-        grid.add_row("", f"[yellow]{note}[/]")
-    return Panel(grid, title=f"error {position}/{total}", subtitle=KEYS_HELP, expand=False)
+@dataclass(frozen=True)
+class ClipView:
+    """What the terminal shows for the clip being played: the error, its place in the list, and notes."""
+
+    err: Misclassified
+    position: int  # 1-based
+    total: int
+    marked: bool  # already in suspect_labels.txt
+    note: str = ""  # e.g. why the clip cannot be played
+
+
+def _silent(item: ClipView | str) -> None:
+    pass
 
 
 def play_session(
@@ -202,10 +195,10 @@ def play_session(
     *,
     output: AudioOutput,
     keys: KeySource,
-    console: Console | None = None,
+    show: Callable[[ClipView | str], None] = _silent,
 ) -> PlaySummary:
-    """Play each error's clip and act on keys; marked clips go to EVAL_DIR/suspect_labels.txt."""
-    con = console or Console()
+    """Play each error's clip and act on keys; marked clips go to EVAL_DIR/suspect_labels.txt.
+    `show` displays each clip's facts and the session's messages: the CLI draws them, this prints nothing."""
     summary = PlaySummary()
     heard: set[int] = set()
     marked = set(read_suspects(eval_dir))
@@ -220,7 +213,7 @@ def play_session(
                     heard.add(i)
                 except DataError as exc:
                     note = f"cannot play: {exc}"
-                con.print(_panel(err, i + 1, len(errors), err.audio_filepath in marked, note))
+                show(ClipView(err, i + 1, len(errors), err.audio_filepath in marked, note))
             key = keys()
             play = True
             if key in ("enter", "n", ""):
@@ -233,12 +226,12 @@ def play_session(
                 if mark_suspect(eval_dir, err.audio_filepath):
                     summary.marked.append(err.audio_filepath)
                 marked.add(err.audio_filepath)
-                con.print(f"[yellow]marked[/] {err.audio_filepath}")
+                show(f"marked {err.audio_filepath}")
                 i += 1
             elif key == "q":
                 break
             else:
-                con.print(f"unknown key {key!r}; {KEYS_HELP}")
+                show(f"unknown key {key!r}; {KEYS_HELP}")
                 play = False
     finally:
         output.stop()

@@ -30,7 +30,7 @@ from kws.evaluate.report import (
     write_report_files,
 )
 from kws.files import file_sha256
-from kws.manifest import Entry, check_labels, read_manifest
+from kws.manifest import Entry, check_labels, check_manifest_path, read_manifest
 
 if TYPE_CHECKING:
     from kws.checkpoint import LoadedModel
@@ -197,8 +197,7 @@ def evaluate(
         raise KWSError(f"--low-confidence is a probability between 0 and 1, got {low_confidence}")
     dirs = out_dirs(checkpoint, manifests, out)
     for manifest in manifests:
-        if not Path(manifest).is_file():
-            raise DataError(f"manifest {manifest} does not exist; run `kws prepare` or check the path")
+        check_manifest_path(manifest)
     loaded = load_for_inference(Path(checkpoint), pick_device(device))
     return [
         evaluate_manifest(

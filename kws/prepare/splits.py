@@ -36,7 +36,7 @@ import numpy as np
 from kws.audio import CLIP_SAMPLES, NOISE_DIR, SAMPLE_RATE, read_wav, wav_frames
 from kws.console import item_progress
 from kws.errors import ConfigError, DataError
-from kws.files import file_sha256, write_json_atomic
+from kws.files import file_sha256, read_text, write_json_atomic
 from kws.manifest import Entry, write_manifest
 
 SPLITS = ("train", "validation", "test")
@@ -185,7 +185,7 @@ def _read_list_speakers(dataset_dir: Path, name: str) -> set[str]:
             f"{path} is missing; a Speech Commands tree needs validation_list.txt and "
             "testing_list.txt (clip paths, one a line): add them or extract the archive again"
         )
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, "split list", DataError, "restore it from the official archive").splitlines()
     return {speaker_of(line.strip()) for line in lines if line.strip()}
 
 
@@ -225,7 +225,8 @@ def _read_exclude(exclude: Path | None, dataset_dir: Path) -> set[str]:
     if not Path(exclude).is_file():
         raise DataError(f"--exclude file {exclude} does not exist; pass a file listing clips, one a line")
     keys = set()
-    for line in Path(exclude).read_text(encoding="utf-8").splitlines():
+    fix = "pass a text file listing clips, one a line"
+    for line in read_text(Path(exclude), "--exclude file", DataError, fix).splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             path = Path(line) if Path(line).is_absolute() else dataset_dir / line

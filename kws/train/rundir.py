@@ -13,8 +13,9 @@ import yaml
 
 from kws.config import upgrade_layout
 from kws.errors import CheckpointError, ConfigError
-from kws.files import write_text_atomic
+from kws.files import read_text, write_text_atomic
 from kws.plots import pyplot, quiet_plotting, save_figure
+from kws.yaml_text import parse_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -45,12 +46,9 @@ def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return None
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"{path} is not valid YAML ({exc}); delete it or choose another --run-dir"
-        ) from None
+    fix = "delete it or choose another --run-dir"
+    text = read_text(path, "the run's config", ConfigError, fix)
+    loaded = parse_yaml(text, f"{path} is not valid YAML ({fix})")
     return loaded if isinstance(loaded, dict) else None
 
 

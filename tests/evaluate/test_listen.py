@@ -194,6 +194,25 @@ def test_play_session_with_recorder_and_keys(eval_dir: Path) -> None:
     assert lines == ["/earlier/suspect.wav", errors[1].audio_filepath, errors[3].audio_filepath]
 
 
+def test_the_session_shows_each_clip_and_its_news_through_the_cli(
+    eval_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    errors = listen.listen_errors(eval_dir, top=2, html=False).errors
+    shown: list[listen.ClipView | str] = []
+    listen.play_session(
+        eval_dir, errors, output=Recorder(), keys=scripted(["m", "x", "q"]), show=shown.append
+    )
+    assert [type(s) for s in shown] == [listen.ClipView, str, listen.ClipView, str]
+    first = shown[0]
+    assert isinstance(first, listen.ClipView) and (first.position, first.total) == (1, 2) and not first.marked
+    assert shown[1] == f"marked {errors[0].audio_filepath}" and "unknown key 'x'" in str(shown[3])
+    assert capsys.readouterr().out == ""  # the library printed nothing itself
+    for item in shown:
+        cli._show_clip(item)
+    out = capsys.readouterr().out
+    assert "error 1/2" in out and errors[0].predicted in out and "marked" in out and "unknown key" in out
+
+
 def test_play_stops_at_the_end(eval_dir: Path) -> None:
     errors = listen.listen_errors(eval_dir, top=2, html=False).errors
     recorder = Recorder()

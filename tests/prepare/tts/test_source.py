@@ -278,17 +278,18 @@ def test_a_killed_run_leaves_no_worker_writing_and_a_rerun_completes_it(
 
 @needs_espeak
 @needs_proc
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_stops_like_ctrl_c_and_a_rerun_completes_the_dataset(
-    uninterrupted: dict[str, bytes], tmp_path: Path
+    uninterrupted: dict[str, bytes], tmp_path: Path, signum: int, code: int
 ) -> None:
     dataset = tmp_path / "tts_keywords"
     proc = start_prepare(tmp_path)
     wait_for_clips(proc, dataset)
-    proc.terminate()  # SIGTERM
+    proc.send_signal(signum)
     proc.wait(timeout=60)
     assert_group_gone(proc.pid)
     stderr = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 143, stderr
+    assert proc.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
     assert 0 < len(wavs(dataset)) < len(uninterrupted)
     assert not list(dataset.glob("*/.*.tmp-*")), "a half-written clip was left under a temporary name"
