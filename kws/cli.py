@@ -250,7 +250,7 @@ def evaluate(
     )
     console = Console()
     for item in evaluation_renderables(outcomes):
-        console.print(item)
+        console.print(item, soft_wrap=isinstance(item, str))  # a path to copy stays on one line
 
 
 @app.command("listen-errors")

@@ -283,7 +283,7 @@ class TrainDisplay:
 
     def print(self, message: str) -> None:
         if self.enabled:
-            self.progress.console.print(message, highlight=False)
+            self.progress.console.print(message, highlight=False, soft_wrap=True)  # whole lines in a log
 
 
 # ---------------------------------------------------------------- tables: what the commands print

@@ -117,11 +117,13 @@ def test_train_display_in_a_log_prints_stats_and_no_summary_of_its_own(
         display.advance(50)
         display.advance(50)
         display.print("epoch 1/3 done")
+        long_line = "epoch 2/3  train loss 0.1234  validation_manifest loss 0.2345 acc 98.76%  (best) " * 2
+        display.print(long_line)  # wider than the log's 80 columns: still one line, never cut or wrapped
     lines = log.file.getvalue().splitlines()  # type: ignore[attr-defined]
     assert lines[0].startswith("epoch 1/3: 50/100 clips (50%)") and lines[0].endswith(
         "loss 0.5000  lr 0.01  val acc --"
     )
-    assert lines[1:] == ["epoch 1/3 done"]
+    assert lines[1:] == ["epoch 1/3 done", long_line]
     silent = Console(file=io.StringIO(), width=80)
     with TrainDisplay(False, console=silent) as other_rank:
         other_rank.start_epoch(0, 3, 100, 0)
