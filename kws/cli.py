@@ -295,30 +295,31 @@ def _show_clip(item: listen.ClipView | str) -> None:
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
+    from rich.text import Text
 
     from kws.evaluate.listen import KEYS_HELP
 
-    if isinstance(item, str):
-        Console().print(item, style="yellow", highlight=False)
+    console = Console()
+    if isinstance(item, str):  # paths and labels are text, never Rich markup (`[...]` in a file name)
+        console.print(Text(item, style="yellow"))
         return
     err = item.err
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", justify="right")
     grid.add_column()
     manifest = f" (manifest: {err.manifest_label})" if err.manifest_label else ""
-    grid.add_row("true", f"[bold green]{err.label}[/]{manifest}")
-    grid.add_row("predicted", f"[bold red]{err.predicted}[/]")
+    grid.add_row("true", Text.assemble((err.label, "bold green"), manifest))
+    grid.add_row("predicted", Text(err.predicted, style="bold red"))
     grid.add_row("confidence", f"{err.confidence:.1%}")
-    grid.add_row("top-k", "  ".join(f"{label} {p:.1%}" for label, p in err.top_k))
-    grid.add_row("file", err.audio_filepath)
+    grid.add_row("top-k", Text("  ".join(f"{label} {p:.1%}" for label, p in err.top_k)))
+    grid.add_row("file", Text(err.audio_filepath))
     grid.add_row("manifest line", str(err.index))
     if item.marked:
-        grid.add_row("", "[yellow]marked as mislabeled[/]")
+        grid.add_row("", Text("marked as mislabeled", style="yellow"))
     if item.note:
-        grid.add_row("", f"[yellow]{item.note}[/]")
-    Console().print(
-        Panel(grid, title=f"error {item.position}/{item.total}", subtitle=KEYS_HELP, expand=False)
-    )
+        grid.add_row("", Text(item.note, style="yellow"))
+    console.print(Panel(grid, title=f"error {item.position}/{item.total}", expand=False))
+    console.print(Text(KEYS_HELP, style="dim"))
 
 
 @contextlib.contextmanager

@@ -261,7 +261,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # `precision: 16` in YAML means the string "16"
-    raise ConfigError(f"{source}: `{key}` must be {_type_name(tp)}, got {value!r}")
+    expected = "true or false" if tp is bool else _type_name(tp)
+    raise ConfigError(f"{source}: `{key}` must be {expected}, got {value!r}")
 
 
 def _build(cls: Any, data: Mapping[str, Any], prefix: str, source: str) -> Any:

@@ -45,7 +45,7 @@ def read_manifest(path: Path) -> list[Entry]:
     path = check_manifest_path(path)
     text = read_text(path, "manifest", DataError, MANIFEST_FIX)
     entries = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
         if line.strip():
             entries.append(_entry(line, f"line {line_no} of {path}"))
     if not entries:

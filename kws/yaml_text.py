@@ -22,6 +22,10 @@ YamlLoader.yaml_implicit_resolvers = {
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# YAML 1.2 floats as well: 1.1 wants a dot before an exponent, so `lr: 1e-3` would be the string "1e-3".
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

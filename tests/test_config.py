@@ -417,3 +417,10 @@ def test_yaml_syntax_errors_are_one_line_with_the_place(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"`optim.betas` as YAML: .* at line 1, column \d+$") as info:
         apply_overrides(load_config(CONFIGS / "smoke.yaml"), ["optim.betas=[0.9"])
     assert "\n" not in str(info.value)
+
+
+def test_exponents_are_numbers_and_booleans_say_what_to_write(tmp_path: Path) -> None:
+    smoke = load_config(CONFIGS / "smoke.yaml")
+    assert apply_overrides(smoke, ["optim.lr=1e-3"]).optim.lr == 0.001  # YAML 1.1 would read a string
+    with pytest.raises(ConfigError, match=r"`data.on_device` must be true or false, got 'yes'"):
+        apply_overrides(smoke, ["data.on_device=yes"])

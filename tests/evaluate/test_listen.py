@@ -207,10 +207,11 @@ def test_the_session_shows_each_clip_and_its_news_through_the_cli(
     assert isinstance(first, listen.ClipView) and (first.position, first.total) == (1, 2) and not first.marked
     assert shown[1] == f"marked {errors[0].audio_filepath}" and "unknown key 'x'" in str(shown[3])
     assert capsys.readouterr().out == ""  # the library printed nothing itself
-    for item in shown:
+    for item in [*shown, "marked /clips/[/]odd [bold].wav"]:  # brackets in a path are text, not markup
         cli._show_clip(item)
     out = capsys.readouterr().out
     assert "error 1/2" in out and errors[0].predicted in out and "marked" in out and "unknown key" in out
+    assert listen.KEYS_HELP in out and "/clips/[/]odd [bold].wav" in out
 
 
 def test_play_stops_at_the_end(eval_dir: Path) -> None:
