@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh             # on a GPU machine, from anywhere (sized for < 8 minutes on one GPU)
 #   bash bench/gpu_check.sh --dry-run   # the same steps on the CPU, small: tests this script's plumbing
 #   KWS_GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh   # same as --dry-run
+#   KWS_GPU_CHECK_ONLY=pytest-gpu,throughput bash bench/gpu_check.sh   # a rerun of some steps (setup always runs)
 #
 # Steps (each prints PASS/FAIL/SKIP and its seconds; a failure does not stop the others; the exit status is 1
 # when any step failed): setup, nvidia-smi -L, torch/CUDA versions, the `gpu`-marked tests, `kws train`
@@ -15,7 +16,9 @@
 #
 # A bare machine is set up first: without .venv, it makes one and runs `pip install -e .[dev]`. That needs
 # PyPI only: the torch wheels on PyPI for Linux x86-64 are the CUDA builds (they bring the CUDA runtime,
-# cuDNN and NCCL as nvidia-* wheels), so no other index is needed.
+# cuDNN and NCCL as nvidia-* wheels), so no other index is needed. On a machine with no index but a CUDA
+# torch 2.11 of its own, set KWS_GPU_CHECK_WHEELS=DIR to a folder of wheels for what it lacks: the venv
+# then uses the system's packages, and kws, its missing dependencies and nothing else come from DIR.
 set -u -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -66,6 +69,11 @@ now() { echo "${EPOCHREALTIME:-$SECONDS}"; }
 step() {
     local name=$1 start status rc
     shift
+    if [[ -n ${KWS_GPU_CHECK_ONLY:-} && ! " setup nvidia-smi versions tiny-dataset ${KWS_GPU_CHECK_ONLY//,/ } " =~ " $name " ]]; then
+        SUMMARY+=("$(printf '%-4s  %-26s  (not in KWS_GPU_CHECK_ONLY)' SKIP "$name")")
+        echo "${SUMMARY[-1]}" | tee -a "$RESULTS"
+        return 0
+    fi
     start=$(now)
     printf '\n=== %s: %s\n' "$name" "$*" >>"$RESULTS"
     "$@" >>"$RESULTS" 2>&1
@@ -84,11 +92,29 @@ step() {
     SUMMARY+=("$line")
     echo "$line"
     echo "--- $line" >>"$RESULTS"
+    [[ $status != FAIL ]]
 }
 
 setup() {
     if [[ ! -x .venv/bin/python ]]; then
-        python3 -m venv .venv && .venv/bin/pip install --quiet -e '.[dev]' || return 1
+        if [[ -n ${KWS_GPU_CHECK_WHEELS:-} ]]; then
+            # A machine with no package index: the machine's own torch plus the wheels of what it lacks,
+            # installed with no index, then kws itself with no dependencies. The machine's python3 may be
+            # a venv itself, whose packages --system-site-packages would not see: a .pth file adds them,
+            # after the venv's own. Its pip does the installs (the venv gets none: no ensurepip needed),
+            # and torchrun gets a shim in the venv, or the machine's own would start a python without kws.
+            local theirs
+            theirs=$(python3 -c 'import sysconfig, torch, torchaudio, pytest; print(sysconfig.get_paths()["purelib"])') ||
+                return 1
+            python3 -m venv --without-pip .venv &&
+                .venv/bin/python -c 'import sys, sysconfig; open(sysconfig.get_paths()["purelib"] + "/machine.pth", "w").write(sys.argv[1] + "\n")' "$theirs" &&
+                python3 -m pip --python .venv/bin/python install --quiet --no-index --no-deps "$KWS_GPU_CHECK_WHEELS"/*.whl &&
+                python3 -m pip --python .venv/bin/python install --quiet --no-index --no-deps --no-build-isolation -e . &&
+                printf '#!/bin/sh\nexec "%s/.venv/bin/python" -m torch.distributed.run "$@"\n' "$REPO" >.venv/bin/torchrun &&
+                chmod +x .venv/bin/torchrun || return 1
+        else
+            python3 -m venv .venv && .venv/bin/pip install --quiet -e '.[dev]' || return 1
+        fi
     fi
     export PATH=$REPO/.venv/bin:$PATH
     kws --help >/dev/null && echo "venv: $REPO/.venv ($(python --version))"

@@ -301,8 +301,27 @@ def profile_steps(loop: KwsLoop | BaselineLoop, n: int, device: torch.device) ->
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         loop.run(n)
-    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=sort_by, row_limit=20))
+    averages = prof.key_averages()
+    if device.type == "cuda":
+        print(averages.table(sort_by="self_cuda_time_total", row_limit=20))
+        # A small model's GPU step is bound by the host issuing kernels: where the host's time goes
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=20))
+        syncs = {
+            "cudaStreamSynchronize",
+            "cudaDeviceSynchronize",
+            "cudaEventSynchronize",
+            "aten::_local_scalar_dense",
+        }
+        counts = {e.key: e.count for e in averages if e.key in syncs}
+        launches = sum(
+            e.count
+            for e in averages
+            if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+        )
+        per_step = ", ".join(f"{k} {v / n:g}" for k, v in sorted(counts.items())) or "none"
+        print(f"per step: {launches / n:g} kernel launches; host syncs: {per_step}")
+    else:
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 def main() -> None:

@@ -142,6 +142,8 @@ class ClipSet:
     def __init__(self, packed: PackedSet, device: torch.device, on_device: bool = False) -> None:
         self.device = device
         store = device if (on_device or device.type == "cpu") else torch.device("cpu")
+        # A flag, not a comparison of devices later: torch.device("cuda") != the cuda:0 a tensor reports.
+        self.on_device = store is device
         self.audio = torch.from_numpy(packed.audio).to(store)  # (n_samples,) int16, the clips end to end
         self.offsets = torch.from_numpy(packed.offsets).to(store)
         self.lengths = torch.from_numpy(packed.lengths).to(store)
@@ -152,20 +154,18 @@ class ClipSet:
         self.labels = packed.labels
         self.n_clips = len(packed)
 
-    @property
-    def on_device(self) -> bool:
-        return self.audio.device == self.device
-
     def batch(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Clips `ids` (batch,) -> audio `(batch, widest clip of the batch)` float32 in [-1, 1), zero-padded,
         lengths `(batch,)` in samples, label ids `(batch,)`, all on the training device.
 
         Ids on the host cost no device sync; ids on the device cost one (the batch width is a host number)."""
+        store = self.audio.device
+        if ids.device.type != "cpu" and store.type == "cpu":
+            ids = ids.cpu()  # device ids, host store: the gathers happen on the host
         if ids.device.type == "cpu":
             width = int(self.line_lengths[ids].max())
         else:
             width = int(self.lengths[self.index[ids]].max())
-        store = self.audio.device
         if ids.device != store:
             pinned = store.type == "cuda" and ids.device.type == "cpu"  # pinned: an asynchronous copy
             ids = ids.pin_memory().to(store, non_blocking=True) if pinned else ids.to(store)

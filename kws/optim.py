@@ -68,8 +68,11 @@ class Novograd(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("Novograd does not support sparse gradients")
                 grads.append(p.grad.float() if p.grad.dtype != p.dtype else p.grad)
-            norms_sq = [n.square() for n in torch._foreach_norm(grads)]  # ||g||^2, one scalar tensor each
-            exp_avgs, exp_avg_sqs = [], []
+            # ||g||^2, one scalar tensor each; foreach kernels throughout: on a GPU the step is a few
+            # launches, not several per tensor (the launches, not the arithmetic, bound a small model's step)
+            norms_sq = torch._foreach_norm(grads)
+            torch._foreach_mul_(norms_sq, norms_sq)
+            old_v, old_n = [], []
             for p, n in zip(params, norms_sq, strict=True):
                 state = self.state[p]
                 if len(state) == 0:
@@ -77,10 +80,14 @@ class Novograd(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = n.to(p.dtype).clone()  # first step: v = n
                 else:
-                    state["exp_avg_sq"].mul_(b2).add_(n.to(p.dtype), alpha=1 - b2)
+                    old_v.append(state["exp_avg_sq"])
+                    old_n.append(n.to(p.dtype))  # a no-op (no kernel) when the dtypes agree
                 state["step"] += 1
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
+            if old_v:
+                torch._foreach_mul_(old_v, b2)
+                torch._foreach_add_(old_v, old_n, alpha=1 - b2)
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
             denoms = torch._foreach_add(torch._foreach_sqrt(exp_avg_sqs), eps)
             updates = torch._foreach_div(grads, denoms)
             if wd != 0:

@@ -132,6 +132,7 @@ def test_rng_state_leaves_cuda_alone_off_cuda_and_loads_old_checkpoints() -> Non
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_rng_state_round_trips_the_training_gpu() -> None:
     device = torch.device("cuda", 0)

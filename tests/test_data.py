@@ -102,6 +102,27 @@ def test_a_long_clip_costs_its_own_size_and_is_reported(data: dict[str, Path], t
     assert short.n_long == 0 and "longer than" not in short.summary()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+@pytest.mark.parametrize("on_device", [True, False])
+def test_cuda_batches_match_the_cpu_however_the_device_is_named(
+    data: dict[str, Path], tmp_path: Path, name: str, on_device: bool
+) -> None:
+    # Seen on an H200: torch.device("cuda") is not the cuda:0 a tensor reports, and a set already on the
+    # device was pinned again (RuntimeError: cannot pin 'torch.cuda.ShortTensor').
+    packed = load_packed(data["train"], tmp_path / "cache")
+    ids = torch.tensor([2, 0, len(packed) - 1])
+    expected = ClipSet(packed, torch.device("cpu")).batch(ids)
+    clips = ClipSet(packed, torch.device(name), on_device=on_device)
+    assert clips.on_device is on_device
+    for host_ids in (ids, ids.cuda()):
+        got = clips.batch(host_ids)
+        assert all(t.is_cuda for t in got)
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g.cpu(), e, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ data that cannot be trained on
 def test_clips_without_samples_are_refused_before_decoding(data: dict[str, Path], tmp_path: Path) -> None:
     empty = np.zeros(0, np.int16)

@@ -126,3 +126,17 @@ def test_nothing_imports_up_the_pipeline() -> None:
             if there is not None and (here is None or there > here):
                 upward.append(f"{name} imports {dep}")
     assert not upward, "imports against the pipeline order: " + "; ".join(sorted(upward))
+
+
+def test_every_test_that_needs_cuda_is_marked_gpu() -> None:
+    # bench/gpu_check.sh runs `pytest -m gpu` on the GPU machine: a CUDA test without the mark never runs
+    unmarked = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            decorators = [ast.unparse(d) for d in node.decorator_list]
+            needs_cuda = any("skipif" in d and "not torch.cuda.is_available()" in d for d in decorators)
+            if needs_cuda and "pytest.mark.gpu" not in decorators:
+                unmarked.append(f"{path.relative_to(REPO)}::{node.name}")
+    assert not unmarked, f"CUDA tests without @pytest.mark.gpu: {unmarked}"

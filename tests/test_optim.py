@@ -198,3 +198,25 @@ def test_lambda_lr_resumes_from_its_state() -> None:
         assert opt2.param_groups[0]["lr"] == pytest.approx(lr_at(step, 100, HOLD_POLY, BASE))
         opt2.step()
         resumed.step()
+
+
+def test_a_tensor_whose_gradient_starts_later_is_updated_as_if_alone() -> None:
+    # Novograd is per tensor: one optimizer over [a, b] where b has a gradient only from the second step on
+    # must give what two separate optimizers give (the state of b starts at its first gradient).
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3), torch.randn(4)
+    pair = [a.clone().requires_grad_(), b.clone().requires_grad_()]
+    alone = [a.clone().requires_grad_(), b.clone().requires_grad_()]
+    opt = Novograd(pair, lr=0.1)
+    opt_a, opt_b = Novograd([alone[0]], lr=0.1), Novograd([alone[1]], lr=0.1)
+    for step in range(4):
+        for params in (pair, alone):
+            params[0].grad = torch.full_like(a, float(step + 1)) + params[0].detach()
+            params[1].grad = None if step == 0 else params[1].detach() * (step + 2)
+        opt.step()
+        opt_a.step()
+        if step > 0:
+            opt_b.step()
+    for got, want in zip(pair, alone, strict=True):
+        assert torch.equal(got.detach(), want.detach())
+    assert opt.state[pair[1]]["step"] == 3 and opt.state[pair[0]]["step"] == 4
