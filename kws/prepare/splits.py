@@ -5,8 +5,9 @@ Layout: `<word>/<speaker>_nohash_<k>.wav`, `_background_noise_/*.wav`, `validati
 validation_list.txt, else test when its speaker appears in testing_list.txt, else train, so every speaker
 lives in exactly one split. Folders whose names start with `_` or `.` are never classes.
 
-Class set `sub` keeps the 10 command words and adds `unknown` (clips drawn at random from the split's other
-words) and `silence`: 1.0 s windows cut from the background-noise recordings at a stride of 1000 samples,
+Class set `sub` keeps the keywords (Speech Commands: the 10 command words; the TTS source: its --words) and
+adds `unknown` (clips drawn at random from the split's other words) and `silence`: 1.0 s windows cut from
+the background-noise recordings at a stride of 1000 samples,
 scaled by a gain drawn from U(0, 1) and written as wav files under `_silence_/<split>/`. Unlike the
 reference, which cuts every split's silence from the whole recordings (so the same noise is heard in train
 and test), each recording is divided into disjoint regions: the first 80 % feeds train, the next 10 %
@@ -59,6 +60,7 @@ class ManifestOptions:
     seed: int = 0
     exclude: Path | None = None  # file listing clip paths (absolute, or relative to the dataset dir) to drop
     workers: int | None = None  # None = os.cpu_count()
+    keywords: tuple[str, ...] = SUB_WORDS  # the labels `sub` keeps; the rest of the words become `unknown`
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def _build(
 
     notes: list[str] = []
     if opts.classes == "sub":
-        by_split = _sub_classes(dataset_dir, by_split, noise, opts.seed, notes)
+        by_split = _sub_classes(dataset_dir, by_split, noise, opts, notes)
     else:
         shutil.rmtree(dataset_dir / SILENCE_DIR, ignore_errors=True)
     if opts.rebalance:
@@ -239,6 +241,8 @@ def _options_key(opts: ManifestOptions) -> dict[str, object]:
     key: dict[str, object] = {"classes": opts.classes, "rebalance": opts.rebalance}
     if opts.classes == "sub" or opts.rebalance:  # the seed only matters when something is drawn at random
         key["seed"] = opts.seed
+    if opts.classes == "sub":
+        key["keywords"] = list(opts.keywords)
     if opts.exclude is not None:
         key["exclude"] = {"path": str(Path(opts.exclude).resolve()), "sha256": file_sha256(opts.exclude)}
     return key
@@ -286,11 +290,16 @@ def _frames(paths: list[Path]) -> list[int]:
 
 
 def _sub_classes(
-    dataset_dir: Path, by_split: dict[str, list[Entry]], noise: list[Path], seed: int, notes: list[str]
+    dataset_dir: Path,
+    by_split: dict[str, list[Entry]],
+    noise: list[Path],
+    opts: ManifestOptions,
+    notes: list[str],
 ) -> dict[str, list[Entry]]:
-    """10 words + unknown + silence, each extra class ceil(10 %) of the split's 10-word clips."""
-    if not any(e.label in SUB_WORDS for entries in by_split.values() for e in entries):
-        raise DataError(f"{dataset_dir} has none of the words {', '.join(SUB_WORDS)}; use --classes all")
+    """The keywords + unknown + silence, each extra class ceil(10 %) of the split's keyword clips."""
+    keywords, seed = set(opts.keywords), opts.seed
+    if not any(e.label in keywords for entries in by_split.values() for e in entries):
+        raise DataError(f"{dataset_dir} has none of the words {', '.join(opts.keywords)}; use --classes all")
     if not noise:
         raise DataError(
             f"{dataset_dir / NOISE_DIR} has no wav files; --classes sub cuts its silence clips from "
@@ -302,8 +311,8 @@ def _sub_classes(
     out: dict[str, list[Entry]] = {}
     try:
         for i, split in enumerate(SPLITS):
-            words = [e for e in by_split[split] if e.label in SUB_WORDS]
-            others = [e for e in by_split[split] if e.label not in SUB_WORDS]
+            words = [e for e in by_split[split] if e.label in keywords]
+            others = [e for e in by_split[split] if e.label not in keywords]
             n_extra = math.ceil(EXTRA_FRACTION * len(words))
             rng = np.random.default_rng([seed, 1, i])
             picked = sorted(rng.choice(len(others), size=min(n_extra, len(others)), replace=False).tolist())

@@ -24,7 +24,7 @@ from kws.audio import CLIP_S, float_to_int16, write_wav
 from kws.errors import KWSError
 from kws.manifest import Entry, write_manifest
 from kws.prepare.tts.clip import speech_to_clip, trim
-from kws.prepare.tts.source import word_folder
+from kws.prepare.tts.keywords import word_folder
 from kws.prepare.tts.voices import Draw
 
 FLITE = "flite"

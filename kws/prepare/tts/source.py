@@ -3,13 +3,17 @@
 DATA_ROOT/NAME/ gets `<word>/<speakerid>_nohash_<k>.wav` (16 kHz mono int16, exactly 1.0 s),
 `_background_noise_/` (numpy noises, kws.prepare.tts.noise), `validation_list.txt` and `testing_list.txt`
 (each speaker in one split, by the Speech Commands hash rule), then the manifests of
-`kws.prepare.splits.build_manifests`.
+`kws.prepare.splits.build_manifests`. With `--classes sub` the speakers also say non-keywords into ordinary
+word folders (kws.prepare.tts.unknown_words), from which the manifests draw `unknown`, and `silence` is cut
+from the noises, as for Speech Commands. `--streams N` also writes long recordings with their keyword events
+(kws.prepare.tts.streams).
 
-A keyword's folder (and class label) is the word with spaces turned into `_` and apostrophes dropped:
-`hey kws` -> `hey_kws`, `don't` -> `dont`. Clip k of speaker s of a word depends only on (seed, word, s, k)
+A word's folder (and class label) is the word with spaces turned into `_` and apostrophes dropped
+(kws.prepare.tts.keywords). Clip k of speaker s of a word depends only on (seed, word, s, k)
 and the espeak-ng version, so runs are byte-identical whatever the worker count, and a larger --speakers or
---clips-per-speaker only adds files. `.kws_tts.json` records what was synthesized, so a re-run skips the
-clips already on disk and removes those no longer asked for; a run that was killed or stopped (Ctrl-C,
+--clips-per-speaker only adds files. `.kws_tts.json` records what was synthesized (keywords and unknown
+words), so a re-run skips the clips already on disk and removes those no longer asked for (the unknown
+words' clips too, when `--classes all` follows `sub`); a run that was killed or stopped (Ctrl-C,
 SIGTERM) is completed by the next one, and its workers never outlive it (kws.prepare.pool). A keyword whose
 speech cannot fit one second is refused before anything is synthesized (`check_fits`).
 """
@@ -22,6 +26,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -37,19 +42,21 @@ from kws.files import write_json_atomic
 from kws.interrupt import sigterm_as_interrupt
 from kws.prepare.pool import exit_if_orphaned, process_pool
 from kws.prepare.splits import ManifestOptions, PrepareResult, build_manifests, check_options
-from kws.prepare.tts.clip import speech_to_clip, trim
+from kws.prepare.tts.clip import speech_to_clip
+from kws.prepare.tts.keywords import WORD_RE, check_words, word_folder
+from kws.prepare.tts.keywords import parse_words as parse_words  # bench/ imports it from here
 from kws.prepare.tts.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
 from kws.prepare.tts.speakers import assign_splits, write_speakers_json, write_split_lists
-from kws.prepare.tts.styles import RATE_PCT, STYLE_STYLE, Style, draw_style, speak
+from kws.prepare.tts.streams import STREAM_MINUTES, StreamPlan, check_stream_options, write_streams
+from kws.prepare.tts.styles import RATE_PCT, STYLE_STYLE, Style, draw_style, spoken
+from kws.prepare.tts.unknown_words import (
+    UNKNOWN_FILE,
+    choose_unknown_words,
+    n_unknown_clips,
+    write_unknown_json,
+)
 from kws.prepare.tts.voices import WORD_GAP, Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
 
-V1_WORDS = (
-    "bed bird cat dog down eight five four go happy house left marvin nine no off on one right seven sheila "
-    "six stop three tree two up wow yes zero"
-).split()
-WORD_RE = re.compile(r"[a-z0-9]+(?:['\- ][a-z0-9]+)*")  # letters/digits, single inner space, ' or -
-MAX_WORD_CHARS = 40
-RESERVED_LABELS = ("unknown", "silence")  # classes that `--classes sub` adds itself
 STAMP = ".kws_tts.json"
 STAMP_FORMAT = 1  # bump when a change to the synthesis alters the audio, so old clips are redone
 CLIP_RE = re.compile(r"[0-9a-f]{8}_nohash_\d+\.wav|\..*\.tmp-\d+")  # files this module writes in word folders
@@ -65,45 +72,6 @@ LONGEST_VOICE = Voice("en-us", "m1", MAX_RATE_WPM, 50, 100, WORD_GAP[1], 100)
 FIT_MARGIN = 1.05
 NOISE_CHANCE = 0.5
 SNR_DB = (5.0, 30.0)
-
-
-def word_folder(word: str) -> str:
-    return word.replace(" ", "_").replace("'", "")
-
-
-def parse_words(text: str | None) -> list[str]:
-    """`--words`: comma-separated keywords, lower-cased, inner spaces collapsed; None -> the 30 v1 words."""
-    if text is None:
-        return list(V1_WORDS)
-    if not text.strip():
-        raise KWSError("--words is empty; pass comma-separated keywords, e.g. --words yes,no,'hey kws'")
-    return check_words([" ".join(item.lower().split()) for item in text.split(",")])
-
-
-def check_words(words: list[str]) -> list[str]:
-    """Refuse empty, unspeakable, reserved or duplicate keywords with a message naming them."""
-    if not words:
-        raise KWSError("no keywords given; pass comma-separated keywords, e.g. --words yes,no,up")
-    seen: dict[str, str] = {}
-    for i, word in enumerate(words, 1):
-        if not word:
-            raise KWSError(f"--words item {i} is empty (two commas in a row, or a trailing comma?)")
-        if len(word) > MAX_WORD_CHARS or not WORD_RE.fullmatch(word):
-            raise KWSError(
-                f"--words item {i} {word!r} is not a keyword kws can synthesize: use at most "
-                f"{MAX_WORD_CHARS} characters of a-z, 0-9, single spaces, ' and - (no other punctuation)"
-            )
-        folder = word_folder(word)
-        if folder in RESERVED_LABELS:
-            raise KWSError(f"--words item {i} {word!r} is reserved: `--classes sub` adds that class itself")
-        if folder in seen and seen[folder] == word:
-            raise KWSError(f"--words lists {word!r} twice (words are compared in lower case)")
-        if folder in seen:
-            raise KWSError(
-                f"--words {seen[folder]!r} and {word!r} would share the folder {folder!r}; keep one"
-            )
-        seen[folder] = word
-    return words
 
 
 # ---------------------------------------------------------------- one clip
@@ -122,25 +90,20 @@ class ClipTask:
         return Draw(f"kws-tts/{self.seed}/clip/{self.word}/{self.speaker.id}/{self.k}")
 
 
-def check_fits(words: list[str], style: str, workers: int = 1) -> None:
+def check_fits(words: list[str], style: str, workers: int = 1, option: str = "--words") -> None:
     """Refuse keywords whose speech does not fit one clip even at espeak-ng's fastest rate and the largest
     speed-up allowed (MAX_SPEED_UP), naming them all: their clips would be squeezed past recognition."""
     slowest = Style(rate_pct=RATE_PCT[0]) if style == "rich" else Style()
     limit_s = MAX_SPEED_UP * CLIP_S / FIT_MARGIN
     with ThreadPoolExecutor(max(1, workers)) as pool:  # espeak-ng runs as a subprocess: threads suffice
-        spoken = list(pool.map(lambda word: _speech(LONGEST_VOICE, word, slowest), words))
-    seconds = [len(speech) / rate for speech, rate in spoken]
+        speeches = list(pool.map(lambda word: spoken(LONGEST_VOICE, word, slowest), words))
+    seconds = [len(speech) / rate for speech, rate in speeches]
     too_long = [f"{w!r} ({s:.2f} s)" for w, s in zip(words, seconds, strict=True) if s > limit_s]
     if too_long:
         raise KWSError(
-            f"--words {', '.join(too_long)}: too long for a {CLIP_S:g} s clip even spoken at espeak-ng's "
+            f"{option} {', '.join(too_long)}: too long for a {CLIP_S:g} s clip even spoken at espeak-ng's "
             f"fastest rate (at most {limit_s:.2f} s of speech fits); use a shorter phrase"
         )
-
-
-def _speech(voice: Voice, word: str, style: Style) -> tuple[np.ndarray, int]:
-    audio, rate = speak(voice, word, style)
-    return trim(audio, rate), rate
 
 
 def render_clip(task: ClipTask) -> np.ndarray:
@@ -148,11 +111,11 @@ def render_clip(task: ClipTask) -> np.ndarray:
     draw = task.draw()
     voice = jitter(task.speaker.voice, draw)
     style = draw_style(draw, task.style)
-    speech, rate = _speech(voice, task.word, style)
+    speech, rate = spoken(voice, task.word, style)
     if len(speech) * SAMPLE_RATE > MAX_SPEED_UP * CLIP_SAMPLES * rate:  # far too long: ask espeak-ng to hurry
         factor = len(speech) * SAMPLE_RATE / (CLIP_SAMPLES * rate) * 1.05
         voice = replace(voice, rate_wpm=min(MAX_RATE_WPM, math.ceil(voice.rate_wpm * factor)))
-        speech, rate = _speech(voice, task.word, style)
+        speech, rate = spoken(voice, task.word, style)
     if len(speech) == 0:
         raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
     speech, clip = speech_to_clip(speech, rate, draw)
@@ -197,11 +160,17 @@ def prepare_tts(
     clips_per_speaker: int,
     opts: ManifestOptions,
     style: str = "rich",
+    unknown_words: Sequence[str] = (),
+    n_streams: int = 0,
+    stream_minutes: float = STREAM_MINUTES,
+    free_minutes: float | None = None,
 ) -> PrepareResult:
     """Synthesize DATA_ROOT/NAME/ (skipping clips already there), write the split lists and noises, then the
     manifests. Notes in the result say how many clips were synthesized and how fast. `style` "plain" says
     each keyword alone in the speaker's voice; "rich" varies prosody, carrier phrases and intonation per clip
-    (kws.prepare.tts.styles)."""
+    (kws.prepare.tts.styles). With `opts.classes` "sub" the speakers also say non-keywords for `unknown`
+    (`unknown_words` added to the built-in ones: kws.prepare.tts.unknown_words). `n_streams` > 0 also writes
+    long recordings (kws.prepare.tts.streams); `free_minutes` overrides their keyword-free total."""
     check_options(opts)
     words = check_words(list(words))
     if style not in STYLE_STYLE:
@@ -212,6 +181,11 @@ def prepare_tts(
         )
     if not name or name in (".", "..") or "/" in name or os.sep in name:
         raise KWSError(f"--name {name!r} must be a plain folder name (no path separators)")
+    if unknown_words and opts.classes != "sub":
+        raise KWSError("--unknown-words needs --classes sub (the class they are spoken for); add it")
+    unknown_words = check_words(list(unknown_words), "--unknown-words") if unknown_words else []
+    check_stream_options(n_streams, stream_minutes, free_minutes)
+    opts = replace(opts, keywords=tuple(word_folder(w) for w in words))
     version = espeak_version()
     dataset_dir = Path(data_root).resolve() / name
     content = {"format": STAMP_FORMAT, "espeak_ng": version, "seed": opts.seed, "style": style}
@@ -222,28 +196,55 @@ def prepare_tts(
 
     speakers = draw_speakers(opts.seed, n_speakers)
     split = assign_splits([s.id for s in speakers])  # before synthesis: too few speakers is an error
+    streams = StreamPlan.build(
+        n_streams, stream_minutes, free_minutes, words, speakers, split, seed=opts.seed, style=style
+    )
     tasks = [
         ClipTask(w, s, k, opts.seed, dataset_dir / word_folder(w) / f"{s.id}_nohash_{k}.wav", style)
         for w in words
         for s in speakers
         for k in range(clips_per_speaker)
     ]
+    unknown = choose_unknown_words(words, unknown_words) if opts.classes == "sub" else None
+    unknown_tasks: list[ClipTask] = []
+    if unknown is not None:
+        n_unknown = n_unknown_clips(len(words), clips_per_speaker)
+        picks = [(unknown.pick(opts.seed, s.id, m), s, m) for s in speakers for m in range(n_unknown)]
+        unknown_tasks = [
+            ClipTask(w, s, m, opts.seed, dataset_dir / word_folder(w) / f"{s.id}_nohash_{m}.wav", style)
+            for w, s, m in picks
+        ]
+    tasks += unknown_tasks
     # Only well-formed words from the old stamp: a hand-edited stamp must not point deletions elsewhere.
-    old_words = [w for w in (old or {}).get("words", []) if isinstance(w, str) and WORD_RE.fullmatch(w)]
-    # Before anything is written: a keyword too long for a clip is refused, not squeezed (only the words with
-    # clips to make, so a re-run that has nothing to do speaks nothing).
+    old_words = [
+        w
+        for key in ("words", "unknown_words")
+        for w in (old or {}).get(key, [])
+        if isinstance(w, str) and WORD_RE.fullmatch(w)
+    ]
+    # Before anything is written: a word too long for a clip is refused, not squeezed (only the words with
+    # clips to make, so a re-run that has nothing to do speaks nothing; the built-in unknown words are short).
     to_make = {t.word for t in tasks if not (reuse and t.path.is_file())}
-    check_fits([w for w in words if w in to_make], style, opts.workers or os.cpu_count() or 1)
+    workers = opts.workers or os.cpu_count() or 1
+    check_fits([w for w in words if w in to_make], style, workers)
+    check_fits([w for w in unknown_words if w in to_make], style, workers, "--unknown-words")
     try:
-        _remove_stale(dataset_dir, [*old_words, *words], {t.path for t in tasks} if reuse else set())
-        stamp = {**content, "words": words, "n_speakers": n_speakers, "clips_per_speaker": clips_per_speaker}
+        stamp: dict[str, Any] = {**content, "words": words}
+        if unknown is not None:
+            stamp["unknown_words"] = unknown.words
+        stamp.update(n_speakers=n_speakers, clips_per_speaker=clips_per_speaker)
+        _remove_stale(
+            dataset_dir,
+            [*old_words, *words, *stamp.get("unknown_words", [])],
+            {t.path for t in tasks} if reuse else set(),
+        )
         if old != {**stamp, "complete": True}:  # left untouched when nothing changes: a re-run writes nothing
             write_json_atomic(dataset_dir / STAMP, {**stamp, "complete": False})
 
         missing = [t for t in tasks if not t.path.is_file()]
         notes = []
         if missing:
-            seconds = _run(missing, opts.workers or os.cpu_count() or 1)
+            seconds = _run(missing, workers)
             notes.append(
                 f"synthesized {len(missing):,} clips with espeak-ng {version} in {seconds:.1f} s "
                 f"({len(missing) / seconds:,.1f} clips/s)"
@@ -258,6 +259,10 @@ def prepare_tts(
         write_speakers_json(
             dataset_dir, speakers, split, clips, seed=opts.seed, style=style, espeak_ng=version
         )
+        if unknown is not None:
+            write_unknown_json(dataset_dir, words, unknown, [t.word for t in unknown_tasks], opts.seed)
+        else:
+            (dataset_dir / UNKNOWN_FILE).unlink(missing_ok=True)
         if old != {**stamp, "complete": True}:
             write_json_atomic(dataset_dir / STAMP, {**stamp, "complete": True})
     except (OSError, sf.LibsndfileError) as exc:  # unwritable --data-root, disk full
@@ -265,6 +270,10 @@ def prepare_tts(
 
     result = build_manifests(dataset_dir, opts)
     result.notes[:0] = notes
+    try:
+        result.notes.extend(write_streams(dataset_dir, streams, version, workers))
+    except (OSError, sf.LibsndfileError) as exc:
+        raise _write_error(exc, dataset_dir) from None
     return result
 
 

@@ -144,6 +144,13 @@ def speak(voice: Voice, word: str, style: Style) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
+def spoken(voice: Voice, word: str, style: Style) -> tuple[np.ndarray, int]:
+    """`speak`, trimmed of the silence around the speech (kws.prepare.tts.clip.trim keeps a margin): the
+    speech of a clip, and of a keyword placed in a stream."""
+    audio, rate = speak(voice, word, style)
+    return trim(audio, rate), rate
+
+
 def _float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float64) / INT16_SCALE
 

@@ -23,8 +23,9 @@ from kws.errors import KWSError
 from kws.manifest import read_manifest
 from kws.prepare.splits import speaker_of
 from kws.prepare.tts.clip import fit_to_clip, resample, trim
+from kws.prepare.tts.keywords import parse_words
 from kws.prepare.tts.noise import NOISE_KINDS, make_noise, write_background_noises
-from kws.prepare.tts.source import ClipTask, check_fits, parse_words, render_clip
+from kws.prepare.tts.source import ClipTask, check_fits, render_clip
 from kws.prepare.tts.speakers import assign_splits, which_set
 from kws.prepare.tts.styles import FRAME_S, STYLE_WEIGHTS, Style, draw_style, speak, style_ssml
 from kws.prepare.tts.voices import (

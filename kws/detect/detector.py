@@ -1,0 +1,162 @@
+"""`kws detect`: a trained model over recordings of any length, with thresholds, giving detections.
+
+Settings come from the command line, else from a `thresholds.json` written by a stream evaluation
+(`kws evaluate CHECKPOINT STREAMS`: per-keyword thresholds for a target rate of false accepts, and the hop,
+smoothing and refractory period they were chosen with), else from the defaults of kws.detect.scores and
+kws.detect.decode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kws.audio import SAMPLE_RATE, read_wav, wav_frames
+from kws.checkpoint import LoadedModel
+from kws.detect.decode import (
+    DEFAULT_REFRACTORY_S,
+    DEFAULT_SMOOTH_S,
+    DEFAULT_THRESHOLD,
+    SILENT_LABELS,
+    Detection,
+    find_peaks,
+    select,
+    smooth,
+    smooth_windows,
+    threshold_array,
+)
+from kws.detect.scores import DEFAULT_HOP_S, score_audio
+from kws.errors import KWSError
+from kws.files import read_text
+
+THRESHOLDS_FILE = "thresholds.json"
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    hop_s: float = DEFAULT_HOP_S
+    smooth_s: float = DEFAULT_SMOOTH_S
+    refractory_s: float = DEFAULT_REFRACTORY_S
+    thresholds: tuple[tuple[str, float], ...] = ()  # per keyword
+    default_threshold: float | None = DEFAULT_THRESHOLD  # keywords without their own
+    source: str = "defaults"  # where the thresholds came from, for the printout
+
+
+def read_thresholds(path: Path) -> dict[str, Any]:
+    """A thresholds.json: `{"thresholds": {label: x}, "hop_s": .., "smooth_s": .., "refractory_s": ..}`."""
+    text = read_text(
+        Path(path), "thresholds file", KWSError, "pass the thresholds.json of a stream evaluation"
+    )
+    try:
+        data = json.loads(text)
+        thresholds = data["thresholds"]
+        if not isinstance(thresholds, dict):
+            raise TypeError
+        parsed = {str(k): float(v) for k, v in thresholds.items()}
+    except (ValueError, KeyError, TypeError):
+        raise KWSError(
+            f'{path} is not a thresholds file: expected JSON with a "thresholds" object of label: number, '
+            "as `kws evaluate CHECKPOINT STREAM_MANIFEST` writes"
+        ) from None
+    bad = [k for k, v in parsed.items() if not (0.0 <= v <= 1.0)]
+    if bad:
+        raise KWSError(f"{path}: thresholds must lie in [0, 1]; {', '.join(bad)} do not")
+    out: dict[str, Any] = {"thresholds": parsed}
+    for key in ("hop_s", "smooth_s", "refractory_s"):
+        if isinstance(data.get(key), (int, float)):
+            out[key] = float(data[key])
+    return out
+
+
+def resolve_settings(
+    *,
+    thresholds_file: Path | None,
+    threshold: float | None,
+    hop_s: float | None,
+    smooth_s: float | None,
+    refractory_s: float | None,
+) -> DetectSettings:
+    """Command-line values first, then the thresholds file's, then the defaults."""
+    if thresholds_file is not None and threshold is not None:
+        raise KWSError("--threshold and --thresholds both given; pass one (a file holds one per keyword)")
+    if threshold is not None and not (0.0 <= threshold <= 1.0):
+        raise KWSError(f"--threshold must lie in [0, 1], got {threshold}")
+    saved: dict[str, Any] = read_thresholds(thresholds_file) if thresholds_file is not None else {}
+
+    def pick(given: float | None, key: str, default: float) -> float:
+        return given if given is not None else float(saved.get(key, default))
+
+    source = "default"
+    if thresholds_file is not None:
+        source = str(thresholds_file)
+    elif threshold is not None:
+        source = "--threshold"
+    settings = DetectSettings(
+        hop_s=pick(hop_s, "hop_s", DEFAULT_HOP_S),
+        smooth_s=pick(smooth_s, "smooth_s", DEFAULT_SMOOTH_S),
+        refractory_s=pick(refractory_s, "refractory_s", DEFAULT_REFRACTORY_S),
+        thresholds=tuple(sorted(saved.get("thresholds", {}).items())),
+        default_threshold=threshold if threshold is not None else (None if saved else DEFAULT_THRESHOLD),
+        source=source,
+    )
+    for name, value in (
+        ("--hop", settings.hop_s),
+        ("--smooth", settings.smooth_s),
+        ("--refractory", settings.refractory_s),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise KWSError(f"{name} must be a non-negative number of seconds, got {value}")
+    return settings
+
+
+def keyword_thresholds(labels: Sequence[str], settings: DetectSettings) -> dict[str, float]:
+    """The threshold each firing class will use (a keyword missing from a thresholds file never fires)."""
+    array = threshold_array(labels, dict(settings.thresholds), settings.default_threshold)
+    return {label: float(x) for label, x in zip(labels, array, strict=True) if label not in SILENT_LABELS}
+
+
+def detect_audio(
+    loaded: LoadedModel,
+    audio_filepath: str,
+    audio: Any,
+    settings: DetectSettings,
+    advance: Callable[[float], None] | None = None,
+) -> list[Detection]:
+    """The detections in one recording's int16 samples `(samples,)`."""
+    scores = score_audio(loaded, audio, settings.hop_s, advance=advance)
+    smoothed = smooth(scores.probs, smooth_windows(settings.smooth_s, scores.hop_s))
+    peaks = find_peaks(audio_filepath, scores.times_s, smoothed, loaded.labels, settings.refractory_s)
+    thresholds = threshold_array(loaded.labels, dict(settings.thresholds), settings.default_threshold)
+    return select(peaks, loaded.labels, thresholds, settings.refractory_s)
+
+
+@dataclass
+class DetectResult:
+    detections: list[Detection]
+    audio_s: float
+    seconds: float  # wall-clock time of the scoring
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.audio_s / max(self.seconds, 1e-9)
+
+
+def detect_files(loaded: LoadedModel, paths: Sequence[Path], settings: DetectSettings) -> DetectResult:
+    """Every recording of `paths` (16 kHz mono wav), with a progress bar over seconds of audio."""
+    from kws.console import item_progress
+
+    total_s = sum(wav_frames(Path(p)) for p in paths) / SAMPLE_RATE  # a bad header fails before any scoring
+    detections: list[Detection] = []
+    start = time.perf_counter()
+    with item_progress("audio s") as bar:
+        task = bar.add_task("detecting", total=total_s)
+        for path in paths:
+            audio = read_wav(Path(path))
+            name = str(Path(path).resolve())
+            detections += detect_audio(loaded, name, audio, settings, lambda s: bar.advance(task, s))
+    return DetectResult(detections, total_s, time.perf_counter() - start)
