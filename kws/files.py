@@ -49,6 +49,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_json_if_changed(path: Path, obj: Any) -> None:
+    """write_json_atomic, unless `path` already holds `obj`: a re-run leaves the file and its mtime alone."""
+    try:
+        unchanged = json.loads(Path(path).read_text(encoding="utf-8")) == obj
+    except (OSError, ValueError):
+        unchanged = False
+    if not unchanged:
+        write_json_atomic(path, obj)
+
+
 def ensure_folder(folder: Path, purpose: str, error: type[KWSError]) -> None:
     """Create `folder` (and its parents), or raise `error` naming it and `purpose` in one line."""
     try:

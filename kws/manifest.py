@@ -53,16 +53,23 @@ def read_manifest(path: Path) -> list[Entry]:
     return entries
 
 
-def _entry(line: str, where: str) -> Entry:
-    """One manifest line -> Entry; `where` ("line N of X") starts every error message."""
+def json_object(line: str, where: str, expected: str) -> dict[str, Any]:
+    """One JSON-lines manifest line as a dict; a DataError starting with `where` ("line N of X") and ending
+    with what a line should look like when it is not a JSON object."""
     try:
         obj: Any = json.loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); expected {EXPECTED_LINE}"
+            f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); expected {expected}"
         ) from None
     if not isinstance(obj, dict):
-        raise DataError(f"{where} is not a JSON object but {line.strip()[:60]}; expected {EXPECTED_LINE}")
+        raise DataError(f"{where} is not a JSON object but {line.strip()[:60]}; expected {expected}")
+    return obj
+
+
+def _entry(line: str, where: str) -> Entry:
+    """One manifest line -> Entry; `where` ("line N of X") starts every error message."""
+    obj = json_object(line, where, EXPECTED_LINE)
     path = obj.get("audio_filepath")
     if not isinstance(path, str) or not path:
         found = "no" if path is None else f"an invalid ({json.dumps(path)})"

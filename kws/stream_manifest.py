@@ -22,6 +22,7 @@ import numpy as np
 from kws.audio import read_wav
 from kws.errors import DataError
 from kws.files import read_text, write_text_atomic
+from kws.manifest import json_object
 
 EXPECTED_LINE = (
     '{"audio_filepath": ..., "duration": ..., "events": [{"label": ..., "start_s": ..., "end_s": ...}]}'
@@ -90,14 +91,7 @@ def read_stream_manifest(path: Path, labels: Sequence[str] | None = None) -> lis
 
 
 def _stream(line: str, where: str, folder: Path, labels: Sequence[str] | None) -> Stream:
-    try:
-        obj: Any = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); expected {EXPECTED_LINE}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{where} is not a JSON object but {line.strip()[:60]}; expected {EXPECTED_LINE}")
+    obj = json_object(line, where, EXPECTED_LINE)
     missing = [k for k in ("audio_filepath", "duration", "events") if k not in obj]
     if missing:
         raise DataError(f"{where} has no {', '.join(repr(k) for k in missing)}; expected {EXPECTED_LINE}")

@@ -23,7 +23,7 @@ def detect(
     threshold: Annotated[
         float | None, typer.Option(help="One threshold for every keyword (default 0.8).")
     ] = None,
-    hop: Annotated[float | None, typer.Option(help="Seconds between windows (default 0.1).")] = None,
+    hop: Annotated[float | None, typer.Option(help="Seconds between windows (default 0.2).")] = None,
     smooth: Annotated[float | None, typer.Option(help="Seconds of score smoothing (default 0.3).")] = None,
     refractory: Annotated[
         float | None, typer.Option(help="Seconds without another detection (default 1).")
@@ -39,6 +39,8 @@ def detect(
 
     if bool(audio) == mic:
         raise KWSError("pass recordings to scan or --mic, not both and not neither; see `kws detect --help`")
+    if mic and out is not None:
+        raise KWSError("--out writes the detections of recordings; with --mic they are printed as they come")
     settings = resolve_settings(
         thresholds_file=thresholds, threshold=threshold, hop_s=hop, smooth_s=smooth, refractory_s=refractory
     )

@@ -32,7 +32,7 @@ def evaluate(
     classes_map: Annotated[
         str | None, typer.Option(help="Score labels the model does not know as this class, e.g. unknown.")
     ] = None,
-    hop: Annotated[float, typer.Option(help="Streams: seconds between 1 s windows.")] = 0.1,
+    hop: Annotated[float, typer.Option(help="Streams: seconds between 1 s windows.")] = 0.2,
     smooth: Annotated[float, typer.Option(help="Streams: seconds of score smoothing.")] = 0.3,
     refractory: Annotated[float, typer.Option(help="Streams: seconds between two detections.")] = 1.0,
     tolerance: Annotated[float, typer.Option(help="Streams: seconds a hit may lie outside its event.")] = 0.5,

@@ -191,6 +191,14 @@ def evaluate_streams(
         for r in recordings
     ]
     summary = summarize(matches, keywords, hours)
+    for k, point in points.items():  # the curve is one keyword alone; together, suppression can shift FAs
+        together = summary.per_keyword[k].fa_per_hour
+        if not point.note and together > options.target_fa_per_hour + 1e-9:
+            points[k] = replace(
+                point,
+                note=f"{together:.2f} false accepts per hour with every keyword detected together (alone: "
+                f"{point.fa_per_hour:.2f}): another keyword's detection suppressed a stronger false accept",
+            )
     missed = [
         MissedEvent(m.audio_filepath, event, r.best_scores[event])
         for r, m in zip(recordings, matches, strict=True)

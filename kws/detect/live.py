@@ -2,9 +2,10 @@
 
 `LiveDetector.feed(block)` takes int16 samples as they come and returns the detections that became final: a
 candidate is final once the audio `lookahead_s` after it has been heard (half the refractory period, which
-the peak needs, plus the smoothing). The refractory period then runs forward only: a detection silences
-every keyword for `refractory_s` after it. Offline detection (kws.detect.detector) also looks back, so on
-the same recording the two agree except where two keywords compete within one refractory period.
+the peak needs, plus the smoothing). The refractory period then runs forward only: in time order, a
+detection silences every keyword for `refractory_s` after it, whatever the block sizes. Offline detection
+(kws.detect.detector) keeps the most confident of candidates closer than that instead, so on the same
+recording the two agree except where two candidates compete within one refractory period.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from kws.audio import INT16_SCALE, SAMPLE_RATE
 from kws.checkpoint import LoadedModel
-from kws.detect.decode import Detection, find_peaks, select, smooth, smooth_windows, threshold_array
+from kws.detect.decode import Detection, find_peaks, smooth, smooth_windows, threshold_array
 from kws.detect.detector import DetectSettings
 from kws.detect.scores import WINDOW_SAMPLES, WindowFeatures, hop_samples, inference_model
 from kws.errors import KWSError
@@ -47,13 +48,33 @@ class LiveDetector:
         self.model = inference_model(loaded)
 
     def feed(self, block: np.ndarray) -> list[Detection]:
-        """int16 samples `(n,)` -> the detections that became final."""
-        self.audio = np.concatenate([self.audio, np.asarray(block, dtype=np.int16).reshape(-1)])
+        """int16 samples `(n,)` -> the detections that became final. A long block is taken a second at a time:
+        the same detections whatever the block size, and memory that does not grow with it."""
+        block = np.asarray(block, dtype=np.int16).reshape(-1)
+        found: list[Detection] = []
+        for i in range(0, len(block), WINDOW_SAMPLES):
+            self.audio = np.concatenate([self.audio, block[i : i + WINDOW_SAMPLES]])
+            if self._score_windows():
+                found += self._decide(self.times[-1] - self.lookahead_s)
+        return found
+
+    def flush(self) -> list[Detection]:
+        """The end of the audio: the last, zero-padded window as offline detection scores it, then every
+        remaining candidate decided."""
+        if len(self.audio) > WINDOW_SAMPLES - self.hop or (not self.times and len(self.audio)):
+            self.audio = np.concatenate([self.audio, np.zeros(WINDOW_SAMPLES, dtype=np.int16)])[
+                :WINDOW_SAMPLES
+            ]
+            self._score_windows()
+        return self._decide(np.inf)
+
+    def _score_windows(self) -> int:
+        """Score every whole window in the audio not yet scored; how many there were."""
         n_windows = (
             0 if len(self.audio) < WINDOW_SAMPLES else 1 + (len(self.audio) - WINDOW_SAMPLES) // self.hop
         )
         if n_windows == 0:
-            return []
+            return 0
         span = torch.from_numpy(self.audio[: (n_windows - 1) * self.hop + WINDOW_SAMPLES].astype(np.float32))
         windows = span.to(self.device).mul_(1.0 / INT16_SCALE).unfold(0, WINDOW_SAMPLES, self.hop)
         with torch.inference_mode():
@@ -67,30 +88,28 @@ class LiveDetector:
         self.offset += n_windows * self.hop
         keep = int(HISTORY_S * SAMPLE_RATE / self.hop)
         self.times, self.probs = self.times[-keep:], self.probs[-keep:]
-        return self._decide(self.times[-1] - self.lookahead_s)
-
-    def flush(self) -> list[Detection]:
-        """The end of the audio: decide every remaining candidate."""
-        return self._decide(np.inf)
+        return n_windows
 
     def _decide(self, horizon_s: float) -> list[Detection]:
+        """The candidates up to `horizon_s` not yet decided, in time order: each above its threshold fires
+        unless the last detection is less than `refractory_s` before it (ties in time: the higher score)."""
         if not self.times or horizon_s <= self.horizon_s:
             return []
         times = np.array(self.times)
         smoothed = smooth(np.stack(self.probs), self.n_smooth)
         peaks = find_peaks(self.name, times, smoothed, self.loaded.labels, self.settings.refractory_s)
         new = (peaks.times_s > self.horizon_s) & (peaks.times_s <= horizon_s)
-        new &= peaks.times_s >= self.last_s + self.settings.refractory_s
+        new &= peaks.scores >= self.thresholds[peaks.class_ids]
         self.horizon_s = horizon_s
-        chosen = select(
-            type(peaks)(peaks.audio_filepath, peaks.times_s[new], peaks.class_ids[new], peaks.scores[new]),
-            self.loaded.labels,
-            self.thresholds,
-            self.settings.refractory_s,
-        )
-        if chosen:
-            self.last_s = chosen[-1].time_s
-        return chosen
+        found = []
+        for i in np.lexsort((-peaks.scores, peaks.times_s)).tolist():
+            t = float(peaks.times_s[i])
+            if new[i] and t >= self.last_s + self.settings.refractory_s:
+                found.append(
+                    Detection(self.name, t, self.loaded.labels[peaks.class_ids[i]], float(peaks.scores[i]))
+                )
+                self.last_s = t
+        return found
 
 
 def microphone_blocks(block_samples: int) -> Iterator[np.ndarray]:

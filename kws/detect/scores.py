@@ -29,7 +29,7 @@ from kws.errors import KWSError
 from kws.features import FeatureExtractor, crop_or_pad, frame_lengths, normalize_per_utterance
 from kws.model import Classifier, fold_batchnorm
 
-DEFAULT_HOP_S = 0.1
+DEFAULT_HOP_S = 0.2  # seconds: 500x real time and more on 2 CPU cores (bench/stream.py)
 WINDOW_SAMPLES = CLIP_SAMPLES  # the clips the models are trained on: 1.0 s
 BATCH_WINDOWS = 256  # windows scored per model call
 
@@ -48,6 +48,11 @@ def hop_samples(hop_s: float, hop_length: int) -> int:
     """`--hop` in samples: a whole number (>= 1) of feature frames, as the shared spectrogram needs."""
     if not (math.isfinite(hop_s) and hop_s > 0):
         raise KWSError(f"--hop must be a positive number of seconds, got {hop_s}")
+    if hop_s > WINDOW_SAMPLES / SAMPLE_RATE:
+        raise KWSError(
+            f"--hop {hop_s:g} s is longer than the {WINDOW_SAMPLES / SAMPLE_RATE:g} s window: audio between "
+            "windows would never be heard; use at most that"
+        )
     frames = round(hop_s * SAMPLE_RATE / hop_length)
     if frames < 1 or abs(frames * hop_length - hop_s * SAMPLE_RATE) > 1e-6 * SAMPLE_RATE:
         raise KWSError(

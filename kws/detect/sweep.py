@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kws.detect.decode import Detection
+from kws.detect.decode import DEFAULT_THRESHOLD, Detection
 from kws.detect.matching import EventIndex
 from kws.stream_manifest import Event
 
@@ -153,16 +153,20 @@ def choose_threshold(curve: DetCurve, target_fa_per_hour: float) -> OperatingPoi
     miss = curve.miss_rate
 
     def point(i: int, note: str = "") -> OperatingPoint:
+        # Halfway down to the next lower candidate: the same detections as at candidate i, and a score that
+        # differs in the last float digits (another device, another batch size) does not flip one of them.
+        below = float(curve.thresholds[i - 1]) if i > 0 else SWEEP_FLOOR
         m = None if miss is None else float(miss[i])
-        return OperatingPoint(curve.label, float(curve.thresholds[i]), m, float(fa[i]), note)
+        return OperatingPoint(curve.label, (below + float(curve.thresholds[i])) / 2, m, float(fa[i]), note)
 
-    if len(curve.thresholds) == 0:
+    if len(curve.thresholds) == 0:  # no evidence either way: the default of `kws detect`, not the floor
         return OperatingPoint(
             curve.label,
-            SWEEP_FLOOR,
+            DEFAULT_THRESHOLD,
             None if miss is None else 1.0,
             0.0,
-            f"no candidate scored above {SWEEP_FLOOR:g} on this audio; any threshold gives 0 false accepts",
+            f"no candidate scored above {SWEEP_FLOOR:g} on this audio, so nothing measured a threshold; "
+            f"kept the default {DEFAULT_THRESHOLD:g}",
         )
     ok = np.flatnonzero(fa <= target_fa_per_hour + 1e-12)
     if len(ok):

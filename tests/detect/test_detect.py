@@ -95,12 +95,13 @@ def test_live_detection_matches_the_offline_one(detector: tuple[Path, Path, list
     loaded = load_for_inference(checkpoint, torch.device("cpu"))
     audio = read_wav(stream)
     settings = DetectSettings()
-    offline = detect_audio(loaded, "mic", audio, settings)
-    live = LiveDetector(loaded, settings)
-    heard: list[tuple[float, str]] = []
-    blocks = (audio[i : i + 1234] for i in range(0, len(audio), 1234))  # blocks of any size
-    run_live(live, blocks, lambda d: heard.append((round(d.time_s, 3), d.label)))
-    assert heard == [(round(d.time_s, 3), d.label) for d in offline]
+    offline = [(round(d.time_s, 3), d.label) for d in detect_audio(loaded, "mic", audio, settings)]
+    for size in (1234, len(audio)):  # blocks of any size; one 30 s block loses nothing
+        live = LiveDetector(loaded, settings)
+        heard: list[tuple[float, str]] = []
+        blocks = (audio[i : i + size] for i in range(0, len(audio), size))
+        run_live(live, blocks, lambda d, heard=heard: heard.append((round(d.time_s, 3), d.label)))
+        assert heard == offline, size
 
 
 def test_shared_spectrogram_scores_equal_each_window_alone(detector: tuple[Path, Path, list[Placed]]) -> None:
@@ -130,6 +131,7 @@ def test_a_recording_shorter_than_a_window_is_one_window(detector: tuple[Path, P
         (["--threshold", "1.5"], "--threshold must lie in [0, 1], got 1.5"),
         (["--threshold", "0.5", "--thresholds", "t.json"], "--threshold and --thresholds both given"),
         (["--smooth", "-1"], "--smooth must be a non-negative number of seconds, got -1.0"),
+        (["--hop", "2"], "--hop 2 s is longer than the 1 s window"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -158,3 +160,5 @@ def test_recordings_or_mic_exactly_one(detector: tuple[Path, Path, list[Placed]]
     for args in ([], [stream, "--mic"]):
         proc = kws("detect", checkpoint, *args)
         assert proc.returncode == 1 and "pass recordings to scan or --mic" in proc.stderr, proc.stderr
+    proc = kws("detect", checkpoint, "--mic", "--out", "d.jsonl")
+    assert proc.returncode == 1 and "with --mic they are printed as they come" in proc.stderr, proc.stderr

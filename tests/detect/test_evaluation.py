@@ -113,7 +113,7 @@ def test_report_thresholds_detections_and_det(evaluated: Evaluated) -> None:
     assert report["checkpoint"] == str(evaluated.checkpoint.resolve()) and report["checkpoint_step"] == 7
     assert report["manifest"] == str(evaluated.manifest.resolve())
     assert report["options"] == {
-        "hop_s": 0.1, "smooth_s": 0.3, "refractory_s": 1.0, "tolerance_s": 0.5, "target_fa_per_hour": 300.0,
+        "hop_s": 0.2, "smooth_s": 0.3, "refractory_s": 1.0, "tolerance_s": 0.5, "target_fa_per_hour": 300.0,
         "sweep_floor": 0.05,
     }  # fmt: skip
     assert report["hours"] == pytest.approx(22.0 / 3600) and report["n_recordings"] == 2
@@ -144,7 +144,7 @@ def test_report_thresholds_detections_and_det(evaluated: Evaluated) -> None:
 
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert thresholds == {
-        "target_fa_per_hour": 300.0, "thresholds": report["thresholds"], "hop_s": 0.1, "smooth_s": 0.3,
+        "target_fa_per_hour": 300.0, "thresholds": report["thresholds"], "hop_s": 0.2, "smooth_s": 0.3,
         "refractory_s": 1.0,
     }  # fmt: skip
     assert_png(out / "det.png", (600, 400))
@@ -169,7 +169,7 @@ def test_keyword_free_audio_sets_thresholds_by_false_accepts_alone(evaluated: Ev
         assert k["recall"] is None and k["hits"] == 0 and report["det_curves"][label]["miss_rate"] is None
         curve = report["det_curves"][label]
         fa, x = curve["fa_per_hour"], curve["threshold"]
-        i = int(np.argmin(np.abs(np.asarray(x) - k["threshold"])))
+        i = int(np.searchsorted(np.asarray(x), k["threshold"]))  # the first curve point above it
         if "note" in k:  # even the highest threshold lets a false accept through
             assert i == len(x) - 1 and fa[i] > 300.0
         else:  # the lowest threshold at or under the target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kws.detect.decode import Detection
+from kws.detect.decode import DEFAULT_THRESHOLD, Detection
 from kws.detect.matching import HIT, match_recording
 from kws.detect.sweep import SWEEP_FLOOR, DetCurve, choose_threshold, det_curve
 from kws.stream_manifest import Event
@@ -37,22 +37,37 @@ def test_curve_counts_each_threshold_exactly() -> None:
 
 
 def test_the_lowest_threshold_under_the_target_is_chosen() -> None:
+    # The threshold lies halfway between the chosen candidate and the next lower one: the same detections,
+    # and a score a float rounding away does not flip
     c = curve()
-    assert choose_threshold(c, 1.0).threshold == 0.65  # recall 100% at 1 FA/h
+    assert choose_threshold(c, 1.0).threshold == (0.6 + 0.65) / 2  # recall 100% at 1 FA/h
     point = choose_threshold(c, 0.5)
-    assert (point.threshold, point.miss_rate, point.fa_per_hour, point.note) == (0.9, 0.5, 0.5, "")
-    assert choose_threshold(c, 5.0).threshold == 0.5  # every candidate is allowed
+    assert (point.threshold, point.miss_rate, point.fa_per_hour, point.note) == (
+        (0.7 + 0.9) / 2,
+        0.5,
+        0.5,
+        "",
+    )
+    assert choose_threshold(c, 5.0).threshold == (SWEEP_FLOOR + 0.5) / 2  # every candidate is allowed
     none = choose_threshold(c, 0.1)  # the best-scoring candidate is a false accept: no threshold makes it
-    assert none.threshold == 0.95 and none.fa_per_hour == 0.5 and "no threshold reaches 0.1" in none.note
+    assert (
+        none.threshold == (0.9 + 0.95) / 2
+        and none.fa_per_hour == 0.5
+        and "no threshold reaches 0.1" in none.note
+    )
 
 
 def test_keyword_without_candidates_or_events() -> None:
     empty = det_curve("no", [(EVENTS, [])], tolerance_s=0.5, hours=1.0)
     assert len(empty.thresholds) == 0 and empty.n_events == 1
     point = choose_threshold(empty, 0.5)
-    assert point.threshold == SWEEP_FLOOR and point.miss_rate == 1.0 and point.note
+    assert (
+        point.threshold == DEFAULT_THRESHOLD and point.miss_rate == 1.0 and "kept the default" in point.note
+    )
     no_events = det_curve("go", [([], [Detection("r.wav", 3.0, "go", 0.7)])], tolerance_s=0.5, hours=1.0)
-    assert no_events.miss_rate is None and choose_threshold(no_events, 1.0).threshold == 0.7
+    assert (
+        no_events.miss_rate is None and choose_threshold(no_events, 1.0).threshold == (SWEEP_FLOOR + 0.7) / 2
+    )
 
 
 def test_thinned_curve_keeps_its_ends() -> None:

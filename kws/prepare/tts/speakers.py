@@ -14,7 +14,6 @@ held-out speakers, e.g. whole voice families (accent + variant family) never hea
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kws.errors import KWSError
-from kws.files import write_json_atomic, write_text_atomic
+from kws.files import write_json_if_changed, write_text_atomic
 from kws.prepare.tts.voices import Speaker, variant_family
 
 SPEAKERS_FILE = "speakers.json"
@@ -110,10 +109,5 @@ def write_speakers_json(
     """Write DATA_ROOT/NAME/speakers.json atomically, unless it already holds the same content."""
     path = dataset_dir / SPEAKERS_FILE
     doc = speakers_document(speakers, split, dict(Counter(sid for _, sid in clips)), **header)
-    try:
-        unchanged = json.loads(path.read_text(encoding="utf-8")) == doc
-    except (OSError, ValueError):
-        unchanged = False
-    if not unchanged:
-        write_json_atomic(path, doc)
+    write_json_if_changed(path, doc)
     return path

@@ -6,8 +6,9 @@ other chunks, and a longer recording only adds chunks. In a chunk, utterances fo
 pause of PAUSE_S between them (and before the first): sentences that espeak-ng speaks in the voice of any
 speaker, with the usual per-utterance jitter, and, in a keyword stream, a test speaker's keyword before the
 sentence that would end past the time the keyword is due (KEYWORD_GAP_S after the previous keyword's
-onset), so about one keyword every 5-15 s. An utterance that would end past the chunk's end ends the chunk:
-its last seconds are a pause. Every utterance is levelled to an RMS drawn from SPEECH_DBFS.
+onset), so about one keyword every 5-15 s, none in the first or last KEYWORD_EDGE_S of a chunk (keywords
+of neighbouring chunks stay at least twice that apart). An utterance that would end past the chunk's end
+ends the chunk: its last seconds are a pause. Every utterance is levelled to an RMS drawn from SPEECH_DBFS.
 
 A keyword is spoken as a clip would say it (the clip's voice jitter and `--style`, kws.prepare.tts.styles)
 but placed as it is, not fitted into a second. Its event spans the trimmed speech, including the trim's
@@ -27,7 +28,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from kws.audio import INT16_SCALE, SAMPLE_RATE
+from kws.prepare.tts import flite
 from kws.prepare.tts.clip import fade, resample, trim
+from kws.prepare.tts.flite import FliteSpeaker
 from kws.prepare.tts.noise import NOISE_KINDS, make_noise
 from kws.prepare.tts.styles import draw_style, spoken
 from kws.prepare.tts.voices import Draw, Speaker, jitter, synthesize_ssml
@@ -35,6 +38,9 @@ from kws.prepare.tts.voices import Draw, Speaker, jitter, synthesize_ssml
 CHUNK_S = 30.0  # seconds of a recording per worker task
 PAUSE_S = (0.3, 3.0)  # between utterances, and before a chunk's first
 KEYWORD_GAP_S = (5.0, 15.0)  # from a keyword's onset until the next is due
+# No keyword in a chunk's first or last seconds: keywords of neighbouring chunks stay 3 s apart or more,
+# beyond one refractory period plus the matching tolerance of stream evaluation
+KEYWORD_EDGE_S = 1.5
 SPEECH_DBFS = (-32.0, -20.0)  # RMS of an utterance
 NOMINAL_SPEECH_DBFS = sum(SPEECH_DBFS) / 2  # the speech level the SNR refers to
 SNR_DB = (0.0, 30.0)
@@ -54,6 +60,8 @@ class Voices:
     keywords: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()  # the keywords' folders: the events' labels
     test_speakers: tuple[Speaker, ...] = ()  # say the keywords
+    # When given, these say the keywords instead: speech from another synthesizer (bench/detection.py)
+    flite_speakers: tuple[FliteSpeaker, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,20 +91,21 @@ def render_chunk(task: ChunkTask) -> tuple[np.ndarray, list[ChunkEvent]]:
     audio = np.zeros(task.n_samples + OVERLAP_SAMPLES)
     events: list[ChunkEvent] = []
     t = _samples(draw.uniform("lead_pause", *PAUSE_S))
+    edge = _samples(KEYWORD_EDGE_S)
     due = t + _samples(draw.uniform("first_keyword", 0.0, KEYWORD_GAP_S[1]))
     for i in itertools.count():  # until an utterance does not fit
         u = task.draw(i)
         sentence = _sentence(task.voices, u)
-        if task.with_keywords and t + len(sentence) > due:  # due before the sentence would end: say it first
+        # due before the sentence would end: say the keyword first, unless too near the chunk's edges
+        if task.with_keywords and t + len(sentence) > due and t >= edge:
             k = task.draw(i, "keyword")
             speech, label = _keyword(task.voices, k)
-            if t + len(speech) > task.n_samples:
-                break
-            audio[t : t + len(speech)] = speech
-            if len(speech):
-                events.append(ChunkEvent(label, t, t + len(speech)))
-            due = t + _samples(k.uniform("keyword_gap", *KEYWORD_GAP_S))
-            t += len(speech) + _samples(k.uniform("pause", *PAUSE_S))
+            if t + len(speech) <= task.n_samples - edge:
+                audio[t : t + len(speech)] = speech
+                if len(speech):
+                    events.append(ChunkEvent(label, t, t + len(speech)))
+                due = t + _samples(k.uniform("keyword_gap", *KEYWORD_GAP_S))
+                t += len(speech) + _samples(k.uniform("pause", *PAUSE_S))
         if t + len(sentence) > task.n_samples:
             break
         audio[t : t + len(sentence)] = sentence
@@ -125,8 +134,11 @@ def _sentence(voices: Voices, draw: Draw) -> np.ndarray:
 
 
 def _keyword(voices: Voices, draw: Draw) -> tuple[np.ndarray, str]:
-    speaker = draw.choice("speaker", voices.test_speakers)
     k = draw.integer("keyword", 0, len(voices.keywords) - 1)
+    if voices.flite_speakers:
+        audio, rate = flite.speak(draw.choice("flite_speaker", voices.flite_speakers), voices.keywords[k])
+        return _levelled(trim(audio, rate), rate, draw), voices.labels[k]
+    speaker = draw.choice("speaker", voices.test_speakers)
     speech, rate = spoken(jitter(speaker.voice, draw), voices.keywords[k], draw_style(draw, voices.style))
     return _levelled(speech, rate, draw), voices.labels[k]
 

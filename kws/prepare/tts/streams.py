@@ -55,7 +55,7 @@ MAX_STREAM_MINUTES = 24 * 60.0
 STREAM_DIR = "_streams_"
 MANIFEST = "streams_manifest.json"
 STAMP = ".kws_streams.json"
-STAMP_FORMAT = 1  # bump when a change alters the audio
+STAMP_FORMAT = 2  # bump when a change alters the audio (2: no keyword near a chunk's edges)
 FILE_RE = re.compile(r"(stream|free)_\d+\.wav|\..*\.tmp-\d+")  # what this module writes in STREAM_DIR
 
 
@@ -166,7 +166,7 @@ def write_streams(dataset_dir: Path, plan: StreamPlan | None, espeak_ng: str, wo
     _remove(folder, keep={f"{r.name}.wav" for r in plan.recordings})
 
     start = time.perf_counter()
-    streams = _synthesize(folder, plan, workers)
+    streams = synthesize(folder, plan, workers)
     seconds = max(time.perf_counter() - start, 1e-9)
     write_stream_manifest(manifest, streams)
     files = {f"{r.name}.wav": (folder / f"{r.name}.wav").stat().st_size for r in plan.recordings}
@@ -213,7 +213,7 @@ def _render(task: ChunkTask) -> tuple[np.ndarray, list[ChunkEvent]]:
     return render_chunk(task)
 
 
-def _synthesize(folder: Path, plan: StreamPlan, workers: int) -> list[Stream]:
+def synthesize(folder: Path, plan: StreamPlan, workers: int) -> list[Stream]:
     """Render every chunk over `workers` processes, assemble and write each recording; its manifest lines."""
     from kws.console import item_progress
 

@@ -18,7 +18,6 @@ from which kws.prepare.splits draws `unknown` as "the split's other words".
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kws.errors import KWSError
-from kws.files import write_json_atomic
+from kws.files import write_json_if_changed
 from kws.prepare.splits import EXTRA_FRACTION
 from kws.prepare.tts.keywords import word_folder
 from kws.prepare.tts.phonemes import confusables, homophone_of, pronunciations
@@ -109,10 +108,5 @@ def write_unknown_json(
         "extra": list(unknown.extra),
         "n_clips": dict(sorted(Counter(clip_words).items())),
     }
-    try:
-        unchanged = json.loads(path.read_text(encoding="utf-8")) == doc
-    except (OSError, ValueError):
-        unchanged = False
-    if not unchanged:
-        write_json_atomic(path, doc)
+    write_json_if_changed(path, doc)
     return path

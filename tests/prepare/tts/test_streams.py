@@ -116,6 +116,22 @@ def test_in_a_clean_chunk_each_event_is_one_utterance_with_silence_around_it(
 
 
 @needs_espeak
+def test_no_keyword_near_a_chunk_edge_so_neighbouring_chunks_keep_them_apart() -> None:
+    speakers = draw_speakers(0, N_SPEAKERS)
+    split = assign_splits([s.id for s in speakers])
+    plan = StreamPlan.build(1, MINUTES, MINUTES, KEYWORDS, speakers, split, seed=0, style="plain")
+    assert plan is not None
+    edge = stream_chunk.KEYWORD_EDGE_S * SAMPLE_RATE
+    n = 30 * SAMPLE_RATE
+    n_events = 0
+    for index in range(8):  # chunks whose first keyword is due early and whose last one is late, among them
+        _, events = render_chunk(ChunkTask(plan.voices, "stream_000", index, n, True))
+        n_events += len(events)
+        assert all(e.start >= edge and e.end <= n - edge for e in events), (index, events)
+    assert n_events >= 8
+
+
+@needs_espeak
 def test_streams_are_byte_identical_whatever_the_workers_and_rerun_skips(
     streams: tuple[Path, list[Stream]], tmp_path: Path
 ) -> None:
