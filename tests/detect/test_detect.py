@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -162,3 +163,11 @@ def test_recordings_or_mic_exactly_one(detector: tuple[Path, Path, list[Placed]]
         assert proc.returncode == 1 and "pass recordings to scan or --mic" in proc.stderr, proc.stderr
     proc = kws("detect", checkpoint, "--mic", "--out", "d.jsonl")
     assert proc.returncode == 1 and "with --mic they are printed as they come" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sounddevice") is not None, reason="sounddevice is installed")
+def test_mic_without_the_audio_extra_names_the_install(detector: tuple[Path, Path, list[Placed]]) -> None:
+    checkpoint, _, _ = detector
+    proc = kws("detect", checkpoint, "--mic")
+    assert proc.returncode == 1 and "pip install 'kws[audio]'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("error: --mic")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from kws import cli
@@ -215,6 +216,40 @@ def test_events_the_model_cannot_detect_are_a_one_line_error(evaluated: Evaluate
     assert not (tmp_path / "eval").exists()
     with pytest.raises(DataError, match="left"):
         read_streams(tmp_path / "bad.json", LABELS)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("past_end", "past the end of the audio"),
+        ("overlap", "overlap"),
+        ("stereo", "2 channels, expected mono"),
+        ("8k", "sample rate of 8000 Hz, expected 16000 Hz"),
+    ],
+)
+def test_bad_stream_manifests_are_one_line_errors_before_any_scoring(
+    evaluated: Evaluated, tmp_path: Path, case: str, message: str
+) -> None:
+    stream = evaluated.streams[0]
+    up, down = evaluated.streams[0].events[0], Event("down", 1.0, 1.5)
+    if case == "past_end":
+        bad = Stream(
+            stream.audio_filepath, stream.duration, (Event("up", stream.duration - 0.2, stream.duration + 1),)
+        )
+    elif case == "overlap":
+        bad = Stream(
+            stream.audio_filepath, stream.duration, (up, Event("down", up.start_s + 0.1, up.end_s + 0.5))
+        )
+    else:
+        rate, channels = (16000, 2) if case == "stereo" else (8000, 1)
+        wav = tmp_path / f"{case}.wav"
+        sf.write(str(wav), np.zeros((rate * 3, channels), dtype=np.int16), rate)
+        bad = Stream(str(wav), 3.0, (down,))
+    write_stream_manifest(tmp_path / "bad.json", [bad])
+    proc = kws("evaluate", evaluated.checkpoint, tmp_path / "bad.json", "--out", tmp_path / "eval")
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "scoring" not in proc.stdout + proc.stderr and not (tmp_path / "eval").exists()
 
 
 def test_a_duration_the_recording_does_not_have_is_an_error(evaluated: Evaluated, tmp_path: Path) -> None:
