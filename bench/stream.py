@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kws.audio import SAMPLE_RATE, float_to_int16, read_wav  # noqa: E402
 from kws.checkpoint import LoadedModel, load_for_inference  # noqa: E402
 from kws.config import load_config  # noqa: E402
-from kws.detect.decode import find_peaks, select, smooth, smooth_windows, threshold_array  # noqa: E402
+from kws.detect.decode import select, smoothed_peaks, threshold_array  # noqa: E402
 from kws.detect.scores import DEFAULT_HOP_S, score_audio  # noqa: E402
 from kws.features import FeatureExtractor  # noqa: E402
 from kws.model import build_model  # noqa: E402
@@ -67,8 +67,7 @@ def synthetic_audio(minutes: float, seed: int = 0) -> np.ndarray:
 def detections(
     loaded: LoadedModel, times: np.ndarray, probs: np.ndarray, hop_s: float
 ) -> set[tuple[float, str]]:
-    smoothed = smooth(probs, smooth_windows(0.3, hop_s))
-    peaks = find_peaks("bench", times, smoothed, loaded.labels, 1.0)
+    _, peaks = smoothed_peaks("bench", times, probs, loaded.labels, hop_s=hop_s)
     found = select(peaks, loaded.labels, threshold_array(loaded.labels, {}, 0.5), 1.0)
     return {(round(d.time_s, 3), d.label) for d in found}
 

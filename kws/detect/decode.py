@@ -113,6 +113,23 @@ def find_peaks(
     return Peaks(audio_filepath, np.concatenate(times), np.concatenate(ids), np.concatenate(scores))
 
 
+def smoothed_peaks(
+    audio_filepath: str,
+    times_s: np.ndarray,
+    probs: np.ndarray,
+    labels: Sequence[str],
+    *,
+    hop_s: float,
+    smooth_s: float = DEFAULT_SMOOTH_S,
+    refractory_s: float = DEFAULT_REFRACTORY_S,
+    floor: float = 0.0,
+) -> tuple[np.ndarray, Peaks]:
+    """Steps 1 and 2 of the rule for one recording's window probabilities `(n, n_classes)`: the smoothed
+    scores and every firing class's peaks."""
+    smoothed = smooth(probs, smooth_windows(smooth_s, hop_s))
+    return smoothed, find_peaks(audio_filepath, times_s, smoothed, labels, refractory_s, floor)
+
+
 def threshold_array(
     labels: Sequence[str], thresholds: Mapping[str, float], default: float | None
 ) -> np.ndarray:

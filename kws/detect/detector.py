@@ -24,10 +24,8 @@ from kws.detect.decode import (
     DEFAULT_THRESHOLD,
     SILENT_LABELS,
     Detection,
-    find_peaks,
     select,
-    smooth,
-    smooth_windows,
+    smoothed_peaks,
     threshold_array,
 )
 from kws.detect.scores import DEFAULT_HOP_S, score_audio
@@ -129,8 +127,15 @@ def detect_audio(
 ) -> list[Detection]:
     """The detections in one recording's int16 samples `(samples,)`."""
     scores = score_audio(loaded, audio, settings.hop_s, advance=advance)
-    smoothed = smooth(scores.probs, smooth_windows(settings.smooth_s, scores.hop_s))
-    peaks = find_peaks(audio_filepath, scores.times_s, smoothed, loaded.labels, settings.refractory_s)
+    _, peaks = smoothed_peaks(
+        audio_filepath,
+        scores.times_s,
+        scores.probs,
+        loaded.labels,
+        hop_s=scores.hop_s,
+        smooth_s=settings.smooth_s,
+        refractory_s=settings.refractory_s,
+    )
     thresholds = threshold_array(loaded.labels, dict(settings.thresholds), settings.default_threshold)
     return select(peaks, loaded.labels, thresholds, settings.refractory_s)
 

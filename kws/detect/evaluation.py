@@ -26,10 +26,8 @@ from kws.detect.decode import (
     SILENT_LABELS,
     Detection,
     Peaks,
-    find_peaks,
     select,
-    smooth,
-    smooth_windows,
+    smoothed_peaks,
     threshold_array,
 )
 from kws.detect.detector import THRESHOLDS_FILE
@@ -113,9 +111,15 @@ def score_recording(
     labels = loaded.labels
     audio = read_stream_audio(Path(stream.audio_filepath))
     scores = score_audio(loaded, audio, options.hop_s, advance=advance)
-    smoothed = smooth(scores.probs, smooth_windows(options.smooth_s, scores.hop_s))
-    peaks = find_peaks(
-        stream.audio_filepath, scores.times_s, smoothed, labels, options.refractory_s, floor=SWEEP_FLOOR
+    smoothed, peaks = smoothed_peaks(
+        stream.audio_filepath,
+        scores.times_s,
+        scores.probs,
+        labels,
+        hop_s=scores.hop_s,
+        smooth_s=options.smooth_s,
+        refractory_s=options.refractory_s,
+        floor=SWEEP_FLOOR,
     )
     candidates: list[Detection] = []
     for keyword in keywords_of(labels):  # alone: no other class can suppress it
