@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
 
-from kws.errors import DataError
+from kws.errors import DataError, KWSError
 from kws.files import atomic_path
 
 SAMPLE_RATE = 16_000  # Hz
@@ -67,3 +68,16 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
 def float_to_int16(audio: np.ndarray) -> np.ndarray:
     """Float audio in [-1, 1] -> int16 PCM, clipped."""
     return np.clip(np.round(audio * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
+def sounddevice_module(option: str, instead: str) -> ModuleType:
+    """The optional `sounddevice` package (`pip install 'kws[audio]'`) that `option` (--play, --mic) needs,
+    or a one-line KWSError saying how to install it or what to do `instead`."""
+    try:
+        import sounddevice
+    except (ImportError, OSError) as exc:  # OSError: the PortAudio library itself is missing
+        raise KWSError(
+            f"{option} needs the sounddevice package and PortAudio ({exc}); install them with "
+            f"`pip install 'kws[audio]'` (and `apt install libportaudio2`), or {instead}"
+        ) from None
+    return sounddevice

@@ -67,6 +67,19 @@ def json_object(line: str, where: str, expected: str) -> dict[str, Any]:
     return obj
 
 
+def seconds_field(value: Any, key: str, where: str, fix: str) -> float:
+    """A manifest line's `key` as seconds >= 0, or a DataError starting with `where` and ending with `fix`."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise DataError(
+            f'{where} has a "{key}" of {json.dumps(value)}, expected a number of seconds >= 0; {fix}'
+        )
+    return seconds
+
+
 def _entry(line: str, where: str) -> Entry:
     """One manifest line -> Entry; `where` ("line N of X") starts every error message."""
     obj = json_object(line, where, EXPECTED_LINE)
@@ -78,16 +91,10 @@ def _entry(line: str, where: str) -> Entry:
     if label is None or isinstance(label, dict | list):
         found = "no" if label is None else f"an invalid ({json.dumps(label)})"
         raise DataError(f'{where} has {found} "command" (or "label") key; expected {EXPECTED_LINE}')
-    duration = obj.get("duration", 0.0)  # optional: the packed cache reads lengths from the wav headers
-    try:
-        seconds = float(duration)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if isinstance(duration, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise DataError(
-            f'{where} has a "duration" of {json.dumps(duration)}, expected a number of seconds >= 0; '
-            "fix the line or re-run `kws prepare`"
-        )
+    # optional: the packed cache reads lengths from the wav headers
+    seconds = seconds_field(
+        obj.get("duration", 0.0), "duration", where, "fix the line or re-run `kws prepare`"
+    )
     return Entry(path, seconds, str(label))
 
 

@@ -11,7 +11,6 @@ them. The recordings are 16 kHz mono int16 wavs (kws.audio).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from kws.audio import read_wav
 from kws.errors import DataError
 from kws.files import read_text, write_text_atomic
-from kws.manifest import json_object
+from kws.manifest import json_object, seconds_field
 
 EXPECTED_LINE = (
     '{"audio_filepath": ..., "duration": ..., "events": [{"label": ..., "start_s": ..., "end_s": ...}]}'
@@ -140,15 +139,7 @@ def _event(obj: Any, where: str) -> Event:
 
 
 def _seconds(value: Any, key: str, where: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise DataError(
-            f'{where} has a "{key}" of {json.dumps(value)}, expected a number of seconds >= 0; {FIX}'
-        )
-    return seconds
+    return seconds_field(value, key, where, FIX)
 
 
 def write_stream_manifest(path: Path, streams: Sequence[Stream]) -> None:

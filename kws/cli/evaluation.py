@@ -12,6 +12,7 @@ from kws.errors import KWSError
 
 if TYPE_CHECKING:
     from kws.evaluate import listen
+    from kws.evaluate.page import PageResult
 
 
 @app.command()
@@ -93,12 +94,7 @@ def listen_errors(
             f"{len(found.errors.false_accepts)} false accepts and {len(found.errors.missed)} missed events; "
             f"{len(found.cards)} selected, sorted by {sort}."
         )
-        if found.page is not None:
-            page = found.page.path.resolve()
-            typer.echo(f"wrote {page} ({found.page.n_cards} cards)\nopen {page.as_uri()}")
-            if found.page.missing:
-                missing = found.page.missing
-                typer.echo(f"warning: cannot read {len(missing)} recordings, e.g. {missing[0]}", err=True)
+        _echo_page(found.page, "cards", "recordings")
         return
     output = listen.SoundDeviceOutput() if play else None  # fail before any work when there is no sound
     result = listen.listen_errors(eval_dir, top=top, sort=sort, html=html)
@@ -107,13 +103,7 @@ def listen_errors(
         f"{len(report.misclassified)} errors of {report.num_samples} clips (accuracy {report.accuracy:.2%}); "
         f"{len(result.errors)} selected, sorted by {sort}."
     )
-    if result.page is not None:
-        page = result.page.path.resolve()
-        typer.echo(f"wrote {page} ({result.page.n_cards} clips)")
-        typer.echo(f"open {page.as_uri()}")
-        if result.page.missing:
-            missing = result.page.missing
-            typer.echo(f"warning: {len(missing)} clips could not be read, e.g. {missing[0]}", err=True)
+    _echo_page(result.page, "clips", "clips")
     if output is not None:
         summary = listen.play_session(
             eval_dir, result.errors, output=output, keys=listen.terminal_keys(), show=_show_clip
@@ -122,6 +112,17 @@ def listen_errors(
         typer.echo(f"heard {summary.n_heard} clips; marked {len(summary.marked)} as mislabeled.")
         if summary.marked or suspects.is_file():
             typer.echo(f"suspects: {suspects}; leave them out with `kws prepare ... --exclude {suspects}`")
+
+
+def _echo_page(page: PageResult | None, unit: str, audio: str) -> None:
+    """Where the errors page went (its path and file:// URL), and the audio it could not read."""
+    if page is None:
+        return
+    path = page.path.resolve()
+    typer.echo(f"wrote {path} ({page.n_cards} {unit})")
+    typer.echo(f"open {path.as_uri()}")
+    if page.missing:
+        typer.echo(f"warning: cannot read {len(page.missing)} {audio}, e.g. {page.missing[0]}", err=True)
 
 
 def _show_clip(item: listen.ClipView | str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from kws.audio import INT16_SCALE, SAMPLE_RATE
+from kws.audio import INT16_SCALE, SAMPLE_RATE, sounddevice_module
 from kws.checkpoint import LoadedModel
 from kws.detect.decode import Detection, find_peaks, smooth, smooth_windows, threshold_array
 from kws.detect.detector import DetectSettings
@@ -114,13 +114,7 @@ class LiveDetector:
 
 def microphone_blocks(block_samples: int) -> Iterator[np.ndarray]:
     """int16 blocks from the default input device (the optional `sounddevice` package), until Ctrl-C."""
-    try:
-        import sounddevice
-    except (ImportError, OSError) as exc:  # OSError: the PortAudio library itself is missing
-        raise KWSError(
-            f"--mic needs the sounddevice package and PortAudio ({exc}); install them with "
-            "`pip install 'kws[audio]'` (and `apt install libportaudio2`), or pass recordings instead"
-        ) from None
+    sounddevice = sounddevice_module("--mic", "pass recordings instead")
     blocks: queue.Queue[np.ndarray] = queue.Queue()
 
     def callback(data: np.ndarray, frames: int, when: object, status: object) -> None:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kws.audio import SAMPLE_RATE, read_wav
+from kws.audio import SAMPLE_RATE, read_wav, sounddevice_module
 from kws.errors import DataError, KWSError
 from kws.evaluate.page import PageResult, write_errors_page
 from kws.evaluate.report import REPORT_FILE, EvalReport, Misclassified, read_report_json
@@ -111,13 +111,7 @@ class SoundDeviceOutput:
     """The sound card, through the optional `sounddevice` package (`pip install 'kws[audio]'`)."""
 
     def __init__(self) -> None:
-        try:
-            import sounddevice
-        except (ImportError, OSError) as exc:  # OSError: the PortAudio library itself is missing
-            raise KWSError(
-                f"--play needs the sounddevice package and PortAudio ({exc}); install them with "
-                "`pip install 'kws[audio]'` (and `apt install libportaudio2`), or open errors.html instead"
-            ) from None
+        sounddevice = sounddevice_module("--play", "open errors.html instead")
         try:
             sounddevice.query_devices(kind="output")
         except Exception as exc:  # PortAudioError or ValueError, depending on the host API
