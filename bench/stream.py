@@ -29,9 +29,10 @@ from kws.audio import SAMPLE_RATE, float_to_int16, read_wav  # noqa: E402
 from kws.checkpoint import LoadedModel, load_for_inference  # noqa: E402
 from kws.config import load_config  # noqa: E402
 from kws.detect.decode import select, smoothed_peaks, threshold_array  # noqa: E402
-from kws.detect.scores import DEFAULT_HOP_S, score_audio  # noqa: E402
+from kws.detect.scores import score_audio  # noqa: E402
 from kws.features import FeatureExtractor  # noqa: E402
 from kws.model import build_model  # noqa: E402
+from kws.thresholds import DEFAULT_HOP_S  # noqa: E402
 from kws.train.device import set_cpu_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,9 +23,11 @@ STAGES = (
     "model",
     "optim",
     "checkpoint",
+    "exported",  # an exported model file, which evaluate and detect run like a checkpoint
     "train",
     "evaluate",
     "detect",
+    "export",
     "cli",
 )
 FOUNDATION = {
@@ -41,6 +43,7 @@ FOUNDATION = {
     "stream_manifest",
     "masks",
     "yaml_text",
+    "thresholds",
 }
 
 

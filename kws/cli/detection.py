@@ -13,7 +13,9 @@ from kws.errors import KWSError
 
 @app.command()
 def detect(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `kws train` (runs/x/best.pt).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint (runs/x/best.pt), or a model from `kws export` (.onnx).")
+    ],
     audio: Annotated[
         list[Path] | None, typer.Argument(help="16 kHz mono wav recordings of any length.")
     ] = None,
@@ -44,11 +46,20 @@ def detect(
     settings = resolve_settings(
         thresholds_file=thresholds, threshold=threshold, hop_s=hop, smooth_s=smooth, refractory_s=refractory
     )
-    from kws.checkpoint import load_for_inference
     from kws.console import detection_line
+    from kws.exported import OnnxModel, load_model
     from kws.train.device import pick_device
 
-    loaded = load_for_inference(checkpoint, pick_device(device))
+    loaded = load_model(checkpoint, pick_device(device))
+    if isinstance(loaded, OnnxModel):  # its own thresholds, unless the command line gives some
+        settings = resolve_settings(
+            thresholds_file=thresholds,
+            threshold=threshold,
+            hop_s=hop,
+            smooth_s=smooth,
+            refractory_s=refractory,
+            embedded=loaded,
+        )
     chosen = keyword_thresholds(loaded.labels, settings)
     typer.echo(
         f"thresholds ({settings.source}): "

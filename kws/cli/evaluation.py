@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `kws train` (runs/x/best.pt).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint (runs/x/best.pt), or a model from `kws export` (.onnx).")
+    ],
     manifests: Annotated[list[Path], typer.Argument(help="One or more manifests to evaluate.")],
     out: Annotated[
         Path | None,

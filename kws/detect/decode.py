@@ -22,11 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kws.errors import KWSError
+from kws.thresholds import DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S
 
 SILENT_LABELS = ("unknown", "silence")  # classes that never fire
-DEFAULT_SMOOTH_S = 0.3
-DEFAULT_REFRACTORY_S = 1.0
-DEFAULT_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)

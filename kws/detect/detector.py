@@ -8,7 +8,6 @@ kws.detect.decode.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,20 +18,23 @@ from typing import Any
 from kws.audio import SAMPLE_RATE, read_wav, wav_frames
 from kws.checkpoint import LoadedModel
 from kws.detect.decode import (
-    DEFAULT_REFRACTORY_S,
-    DEFAULT_SMOOTH_S,
-    DEFAULT_THRESHOLD,
     SILENT_LABELS,
     Detection,
     select,
     smoothed_peaks,
     threshold_array,
 )
-from kws.detect.scores import DEFAULT_HOP_S, score_audio
+from kws.detect.scores import score_audio
 from kws.errors import KWSError
-from kws.files import read_text
-
-THRESHOLDS_FILE = "thresholds.json"
+from kws.exported import OnnxModel
+from kws.thresholds import (
+    DEFAULT_HOP_S,
+    DEFAULT_REFRACTORY_S,
+    DEFAULT_SMOOTH_S,
+    DEFAULT_THRESHOLD,
+    TIMING_KEYS,
+    read_thresholds,
+)
 
 
 @dataclass(frozen=True)
@@ -45,32 +47,6 @@ class DetectSettings:
     source: str = "defaults"  # where the thresholds came from, for the printout
 
 
-def read_thresholds(path: Path) -> dict[str, Any]:
-    """A thresholds.json: `{"thresholds": {label: x}, "hop_s": .., "smooth_s": .., "refractory_s": ..}`."""
-    text = read_text(
-        Path(path), "thresholds file", KWSError, "pass the thresholds.json of a stream evaluation"
-    )
-    try:
-        data = json.loads(text)
-        thresholds = data["thresholds"]
-        if not isinstance(thresholds, dict):
-            raise TypeError
-        parsed = {str(k): float(v) for k, v in thresholds.items()}
-    except (ValueError, KeyError, TypeError):
-        raise KWSError(
-            f'{path} is not a thresholds file: expected JSON with a "thresholds" object of label: number, '
-            "as `kws evaluate CHECKPOINT STREAM_MANIFEST` writes"
-        ) from None
-    bad = [k for k, v in parsed.items() if not (0.0 <= v <= 1.0)]
-    if bad:
-        raise KWSError(f"{path}: thresholds must lie in [0, 1]; {', '.join(bad)} do not")
-    out: dict[str, Any] = {"thresholds": parsed}
-    for key in ("hop_s", "smooth_s", "refractory_s"):
-        if isinstance(data.get(key), (int, float)):
-            out[key] = float(data[key])
-    return out
-
-
 def resolve_settings(
     *,
     thresholds_file: Path | None,
@@ -78,13 +54,22 @@ def resolve_settings(
     hop_s: float | None,
     smooth_s: float | None,
     refractory_s: float | None,
+    embedded: OnnxModel | None = None,
 ) -> DetectSettings:
-    """Command-line values first, then the thresholds file's, then the defaults."""
+    """Command-line values first, then the thresholds file's (else those an exported model carries, when
+    neither --thresholds nor --threshold is given), then the defaults."""
     if thresholds_file is not None and threshold is not None:
         raise KWSError("--threshold and --thresholds both given; pass one (a file holds one per keyword)")
     if threshold is not None and not (0.0 <= threshold <= 1.0):
         raise KWSError(f"--threshold must lie in [0, 1], got {threshold}")
     saved: dict[str, Any] = read_thresholds(thresholds_file) if thresholds_file is not None else {}
+    from_model = (
+        embedded is not None and bool(embedded.metadata.thresholds) and threshold is None and not saved
+    )
+    if from_model:
+        assert embedded is not None
+        meta = embedded.metadata
+        saved = {"thresholds": dict(meta.thresholds), **{k: getattr(meta, k) for k in TIMING_KEYS}}
 
     def pick(given: float | None, key: str, default: float) -> float:
         return given if given is not None else float(saved.get(key, default))
@@ -92,6 +77,9 @@ def resolve_settings(
     source = "default"
     if thresholds_file is not None:
         source = str(thresholds_file)
+    elif from_model:
+        assert embedded is not None
+        source = f"embedded in {embedded.path}"
     elif threshold is not None:
         source = "--threshold"
     settings = DetectSettings(
@@ -119,7 +107,7 @@ def keyword_thresholds(labels: Sequence[str], settings: DetectSettings) -> dict[
 
 
 def detect_audio(
-    loaded: LoadedModel,
+    loaded: LoadedModel | OnnxModel,
     audio_filepath: str,
     audio: Any,
     settings: DetectSettings,
@@ -151,7 +139,9 @@ class DetectResult:
         return self.audio_s / max(self.seconds, 1e-9)
 
 
-def detect_files(loaded: LoadedModel, paths: Sequence[Path], settings: DetectSettings) -> DetectResult:
+def detect_files(
+    loaded: LoadedModel | OnnxModel, paths: Sequence[Path], settings: DetectSettings
+) -> DetectResult:
     """Every recording of `paths` (16 kHz mono wav), with a progress bar over seconds of audio."""
     from kws.console import item_progress
 

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING
 from kws import __version__
 from kws.audio import SAMPLE_RATE, wav_frames
 from kws.detect.decode import (
-    DEFAULT_REFRACTORY_S,
-    DEFAULT_SMOOTH_S,
     SILENT_LABELS,
     Detection,
     Peaks,
@@ -30,9 +28,8 @@ from kws.detect.decode import (
     smoothed_peaks,
     threshold_array,
 )
-from kws.detect.detector import THRESHOLDS_FILE
 from kws.detect.matching import DEFAULT_TOLERANCE_S, match_recording, summarize
-from kws.detect.scores import DEFAULT_HOP_S, WindowFeatures, hop_samples, score_audio
+from kws.detect.scores import feature_hop_length, hop_samples, score_audio
 from kws.detect.stream_report import MissedEvent, StreamReport, write_report_files
 from kws.detect.sweep import SWEEP_FLOOR, choose_threshold, det_curve
 from kws.errors import DataError, KWSError
@@ -47,9 +44,11 @@ from kws.evaluate.scoring import (
 from kws.files import file_sha256
 from kws.manifest import check_manifest_path
 from kws.stream_manifest import Event, Stream, is_stream_manifest, read_stream_audio, read_stream_manifest
+from kws.thresholds import DEFAULT_HOP_S, DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S, THRESHOLDS_FILE
 
 if TYPE_CHECKING:
     from kws.checkpoint import LoadedModel
+    from kws.exported import OnnxModel
 
 DEFAULT_TARGET_FA_PER_HOUR = 0.5
 DURATION_TOLERANCE_S = 0.5  # a recording may differ this much from its manifest's duration
@@ -102,7 +101,7 @@ def keywords_of(labels: Sequence[str]) -> list[str]:
 
 
 def score_recording(
-    loaded: LoadedModel,
+    loaded: LoadedModel | OnnxModel,
     stream: Stream,
     options: StreamOptions,
     advance: Callable[[float], None] | None = None,
@@ -156,7 +155,7 @@ def read_streams(manifest: Path, labels: Sequence[str]) -> list[Stream]:
 
 
 def evaluate_streams(
-    loaded: LoadedModel,
+    loaded: LoadedModel | OnnxModel,
     manifest: Path,
     out_dir: Path,
     options: StreamOptions,
@@ -246,7 +245,7 @@ def evaluate_manifests(
     """`kws evaluate`: each manifest in its folder (kws.evaluate.scoring.out_dirs), clip manifests as
     kws.evaluate.scoring evaluates them, stream manifests as above. Every stream manifest is read and checked
     against the model's labels before any audio is scored."""
-    from kws.checkpoint import load_for_inference
+    from kws.exported import load_model
     from kws.train.device import pick_device
 
     def clips(chosen: Sequence[Path], where: Path | None) -> list[EvalOutcome]:
@@ -270,8 +269,8 @@ def evaluate_manifests(
         return list(clips(manifests, out))
     options.check()
     dirs = out_dirs(checkpoint, manifests, out)
-    loaded = load_for_inference(Path(checkpoint), pick_device(device))
-    hop_samples(options.hop_s, WindowFeatures(loaded).hop_length)  # a --hop the features allow, up front
+    loaded = load_model(Path(checkpoint), pick_device(device))
+    hop_samples(options.hop_s, feature_hop_length(loaded))  # a --hop the features allow, up front
     streams = {i: read_streams(Path(m), loaded.labels) for i, m in enumerate(manifests) if is_stream[i]}
     outcomes: list[EvalOutcome | StreamOutcome] = []
     for i, (manifest, out_dir) in enumerate(zip(manifests, dirs, strict=True)):

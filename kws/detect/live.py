@@ -20,8 +20,16 @@ from kws.audio import INT16_SCALE, SAMPLE_RATE, sounddevice_module
 from kws.checkpoint import LoadedModel
 from kws.detect.decode import Detection, find_peaks, smooth, smooth_windows, threshold_array
 from kws.detect.detector import DetectSettings
-from kws.detect.scores import WINDOW_SAMPLES, WindowFeatures, hop_samples, inference_model
+from kws.detect.scores import (
+    WINDOW_SAMPLES,
+    WindowFeatures,
+    feature_hop_length,
+    hop_samples,
+    inference_model,
+    score_audio,
+)
 from kws.errors import KWSError
+from kws.exported import OnnxModel
 
 HISTORY_S = 8.0  # window scores kept for decoding; far more than the lookahead
 
@@ -29,10 +37,9 @@ HISTORY_S = 8.0  # window scores kept for decoding; far more than the lookahead
 class LiveDetector:
     """Feed audio blocks, get final detections. Times are seconds since the first sample fed."""
 
-    def __init__(self, loaded: LoadedModel, settings: DetectSettings, name: str = "mic") -> None:
+    def __init__(self, loaded: LoadedModel | OnnxModel, settings: DetectSettings, name: str = "mic") -> None:
         self.loaded, self.settings, self.name = loaded, settings, name
-        self.features = WindowFeatures(loaded)
-        self.hop = hop_samples(settings.hop_s, self.features.hop_length)
+        self.hop = hop_samples(settings.hop_s, feature_hop_length(loaded))
         self.n_smooth = smooth_windows(settings.smooth_s, self.hop / SAMPLE_RATE)
         self.thresholds = threshold_array(
             loaded.labels, dict(settings.thresholds), settings.default_threshold
@@ -44,8 +51,10 @@ class LiveDetector:
         self.probs: list[np.ndarray] = []
         self.horizon_s = -np.inf  # candidates up to here have been decided
         self.last_s = -np.inf  # the last detection's time
-        self.device = next(loaded.model.parameters()).device
-        self.model = inference_model(loaded)
+        if not isinstance(loaded, OnnxModel):
+            self.features = WindowFeatures(loaded)
+            self.device = next(loaded.model.parameters()).device
+            self.model = inference_model(loaded)
 
     def feed(self, block: np.ndarray) -> list[Detection]:
         """int16 samples `(n,)` -> the detections that became final. A long block is taken a second at a time:
@@ -75,12 +84,15 @@ class LiveDetector:
         )
         if n_windows == 0:
             return 0
-        span = torch.from_numpy(self.audio[: (n_windows - 1) * self.hop + WINDOW_SAMPLES].astype(np.float32))
-        windows = span.to(self.device).mul_(1.0 / INT16_SCALE).unfold(0, WINDOW_SAMPLES, self.hop)
-        with torch.inference_mode():
-            feats = self.features.exact(windows)
-            lengths = torch.full((n_windows,), feats.shape[2], device=self.device)
-            probs = torch.softmax(self.model(feats, lengths).float(), dim=-1).cpu().numpy()
+        audio = self.audio[: (n_windows - 1) * self.hop + WINDOW_SAMPLES]
+        if isinstance(self.loaded, OnnxModel):  # each window whole through the exported file
+            probs = score_audio(self.loaded, audio, self.settings.hop_s).probs
+        else:
+            windows = torch.from_numpy(audio.astype(np.float32)).to(self.device).mul_(1.0 / INT16_SCALE)
+            with torch.inference_mode():
+                feats = self.features.exact(windows.unfold(0, WINDOW_SAMPLES, self.hop))
+                lengths = torch.full((n_windows,), feats.shape[2], device=self.device)
+                probs = torch.softmax(self.model(feats, lengths).float(), dim=-1).cpu().numpy()
         starts = self.offset + np.arange(n_windows) * self.hop
         self.times += ((starts + WINDOW_SAMPLES / 2) / SAMPLE_RATE).tolist()
         self.probs += list(probs)

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kws.audio import CLIP_SAMPLES, INT16_SCALE, SAMPLE_RATE
+from kws.audio import INT16_SCALE, SAMPLE_RATE
 from kws.checkpoint import LoadedModel
 from kws.errors import KWSError
+from kws.exported import WINDOW_SAMPLES, OnnxModel
 from kws.features import FeatureExtractor, crop_or_pad, frame_lengths, normalize_per_utterance
 from kws.model import Classifier, fold_batchnorm
+from kws.thresholds import DEFAULT_HOP_S
 
-DEFAULT_HOP_S = 0.2  # seconds: 500x real time and more on 2 CPU cores (bench/stream.py)
-WINDOW_SAMPLES = CLIP_SAMPLES  # the clips the models are trained on: 1.0 s
 BATCH_WINDOWS = 128  # windows per model call: faster than 256 on 2 cores (the activations stay in cache)
 
 
@@ -120,6 +120,13 @@ class WindowFeatures:
         return crop_or_pad(feats, lengths, self.n_frames, train=False)[0]
 
 
+def feature_hop_length(loaded: LoadedModel | OnnxModel) -> int:
+    """The features' hop in samples: a window hop is a whole number of these."""
+    if isinstance(loaded, OnnxModel):
+        return loaded.metadata.feature_hop_samples
+    return WindowFeatures(loaded).hop_length
+
+
 def inference_model(loaded: LoadedModel) -> torch.nn.Module:
     """The model with its BatchNorms folded into the convolutions (kws.model.fold_batchnorm): a quarter
     faster on a CPU, equal up to float rounding (bench/stream.py reports the difference)."""
@@ -128,7 +135,7 @@ def inference_model(loaded: LoadedModel) -> torch.nn.Module:
 
 
 def score_audio(
-    loaded: LoadedModel,
+    loaded: LoadedModel | OnnxModel,
     audio: np.ndarray,
     hop_s: float = DEFAULT_HOP_S,
     *,
@@ -138,33 +145,60 @@ def score_audio(
 ) -> StreamScores:
     """Probabilities of every window of `audio` `(samples,)` int16. `exact` computes each window's MFCC from
     its own samples alone and runs the model as trained (slower: the reference that the shared spectrogram
-    and the folded BatchNorms are measured against). `advance` is called with the seconds of audio done
-    after each batch of windows."""
-    features = WindowFeatures(loaded)
-    hop = hop_samples(hop_s, features.hop_length)
-    device = next(loaded.model.parameters()).device
-    model = loaded.model if exact else inference_model(loaded)
+    and the folded BatchNorms are measured against); an exported model (OnnxModel) always runs each window
+    whole through its file. `advance` is called with the seconds of audio done after each batch of windows."""
+    hop = hop_samples(hop_s, feature_hop_length(loaded))
     starts = window_starts(len(audio), hop)
     padded = np.zeros(int(starts[-1]) + WINDOW_SAMPLES, dtype=np.float32)
     padded[: len(audio)] = audio
-    signal = torch.from_numpy(padded).to(device).mul_(1.0 / INT16_SCALE)
+    padded *= 1.0 / INT16_SCALE
+    score = _onnx_scorer(loaded, padded, hop) if isinstance(loaded, OnnxModel) else None
+    if score is None:
+        assert isinstance(loaded, LoadedModel)
+        score = _torch_scorer(loaded, padded, hop, exact)
     probs = np.zeros((len(starts), len(loaded.labels)), dtype=np.float32)
     done_s = 0.0
-    with torch.inference_mode():
-        for first in range(0, len(starts), batch_windows):
-            n = min(batch_windows, len(starts) - first)
-            begin = int(starts[first])
-            span = signal[begin : begin + (n - 1) * hop + WINDOW_SAMPLES]
+    for first in range(0, len(starts), batch_windows):
+        n = min(batch_windows, len(starts) - first)
+        probs[first : first + n] = score(first, n)
+        if advance is not None:
+            now_s = (len(audio) if first + n == len(starts) else int(starts[first]) + n * hop) / SAMPLE_RATE
+            advance(now_s - done_s)
+            done_s = now_s
+    times = (starts + WINDOW_SAMPLES / 2) / SAMPLE_RATE
+    return StreamScores(times, probs, hop / SAMPLE_RATE, len(audio) / SAMPLE_RATE)
+
+
+def _onnx_scorer(loaded: OnnxModel, signal: np.ndarray, hop: int) -> Callable[[int, int], np.ndarray]:
+    """Windows `first .. first + n` of the float `signal` -> their probabilities, by the exported file."""
+    windows = np.lib.stride_tricks.sliding_window_view(signal, WINDOW_SAMPLES)[::hop]  # a view
+
+    def score(first: int, n: int) -> np.ndarray:
+        return loaded.probs(windows[first : first + n], n)
+
+    return score
+
+
+def _torch_scorer(
+    loaded: LoadedModel, padded: np.ndarray, hop: int, exact: bool
+) -> Callable[[int, int], np.ndarray]:
+    """Windows `first .. first + n` of the float `padded` signal -> their probabilities, by the checkpoint's
+    model on one shared spectrogram per batch (or each window alone, `exact`)."""
+    features = WindowFeatures(loaded)
+    device = next(loaded.model.parameters()).device
+    model = loaded.model if exact else inference_model(loaded)
+    signal = torch.from_numpy(padded).to(device)
+
+    def score(first: int, n: int) -> np.ndarray:
+        begin = first * hop
+        span = signal[begin : begin + (n - 1) * hop + WINDOW_SAMPLES]
+        with torch.inference_mode():
             if exact:
                 feats = features.exact(span.unfold(0, WINDOW_SAMPLES, hop)[:n])
             else:
                 feats = features(span, n, hop)
             lengths = torch.full((n,), feats.shape[2], device=device)
             logits = model(feats, lengths)  # (n, n_classes)
-            probs[first : first + n] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            if advance is not None:
-                now_s = (len(audio) if first + n == len(starts) else begin + n * hop) / SAMPLE_RATE
-                advance(now_s - done_s)
-                done_s = now_s
-    times = (starts + WINDOW_SAMPLES / 2) / SAMPLE_RATE
-    return StreamScores(times, probs, hop / SAMPLE_RATE, len(audio) / SAMPLE_RATE)
+            return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    return score

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kws.detect.decode import DEFAULT_THRESHOLD, Detection
+from kws.detect.decode import Detection
 from kws.detect.matching import EventIndex
 from kws.stream_manifest import Event
+from kws.thresholds import DEFAULT_THRESHOLD
 
 SWEEP_FLOOR = 0.05  # candidates scoring at or below this are dropped: no threshold below it is swept
 MAX_CURVE_POINTS = 300  # points of a curve kept in report.json

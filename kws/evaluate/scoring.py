@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +34,7 @@ from kws.manifest import Entry, check_labels, check_manifest_path, read_manifest
 
 if TYPE_CHECKING:
     from kws.checkpoint import LoadedModel
+    from kws.exported import OnnxModel
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_TOP_K = 5
@@ -84,19 +85,59 @@ def label_ids(
     return np.array([index[label] for label in scored], dtype=np.int64), scored
 
 
-def predict(loaded: LoadedModel, entries: Sequence[Entry], batch_size: int, description: str) -> np.ndarray:
-    """Softmax probabilities `(n_clips, n_classes)` for every clip, in manifest order."""
+def predict(
+    loaded: LoadedModel | OnnxModel, entries: Sequence[Entry], batch_size: int, description: str
+) -> np.ndarray:
+    """Softmax probabilities `(n_clips, n_classes)` for every clip, in manifest order. An exported model
+    (OnnxModel) sees each clip fitted to its one window (kws.exported.fit_window)."""
+    from kws.exported import OnnxModel, fit_window
+
+    if isinstance(loaded, OnnxModel):
+        window = loaded.metadata.window_samples
+
+        def run(clips: list[np.ndarray]) -> np.ndarray:
+            assert isinstance(loaded, OnnxModel)
+            return loaded.probs(np.stack([fit_window(c, window) for c in clips]))
+
+        return _batched(run, entries, len(loaded.labels), batch_size, description)
     import torch
 
     device = next(loaded.model.parameters()).device
+
+    def run_torch(clips: list[np.ndarray]) -> np.ndarray:
+        assert not isinstance(loaded, OnnxModel)
+        # Pad like the trainer's packed set: at least one clip length, zeros after each clip's end.
+        width = max(CLIP_SAMPLES, max(len(c) for c in clips))
+        audio = np.zeros((len(clips), width), dtype=np.int16)
+        for row, clip in enumerate(clips):
+            audio[row, : len(clip)] = clip
+        audio_t = torch.from_numpy(audio).to(device).float().mul_(1.0 / INT16_SCALE)  # (batch, samples)
+        lengths = torch.tensor([len(c) for c in clips], device=device)
+        feats, feat_lengths = loaded.features(audio_t, lengths)  # (batch, n_mfcc, frames)
+        logits = loaded.model(feats, feat_lengths)  # (batch, n_classes)
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    with torch.inference_mode():
+        return _batched(run_torch, entries, len(loaded.labels), batch_size, description)
+
+
+def _batched(
+    run: Callable[[list[np.ndarray]], np.ndarray],
+    entries: Sequence[Entry],
+    n_classes: int,
+    batch_size: int,
+    description: str,
+) -> np.ndarray:
+    """`run` over the clips of `entries`, `batch_size` at a time, with a progress bar -> `(n_clips,
+    n_classes)`."""
     batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
-    out = np.zeros((len(entries), len(loaded.labels)), dtype=np.float64)
+    out = np.zeros((len(entries), n_classes), dtype=np.float64)
 
     def read(batch: Sequence[Entry]) -> list[np.ndarray]:
         return [read_wav(Path(e.audio_filepath)) for e in batch]
 
     # One reader thread decodes the next batch while the model runs (libsndfile releases the GIL).
-    with ThreadPoolExecutor(1) as pool, item_progress("clips") as progress, torch.inference_mode():
+    with ThreadPoolExecutor(1) as pool, item_progress("clips") as progress:
         task = progress.add_task(description, total=len(entries))
         pending = pool.submit(read, batches[0]) if batches else None
         start = 0
@@ -104,23 +145,14 @@ def predict(loaded: LoadedModel, entries: Sequence[Entry], batch_size: int, desc
             assert pending is not None
             clips = pending.result()
             pending = pool.submit(read, batches[b + 1]) if b + 1 < len(batches) else None
-            # Pad like the trainer's packed set: at least one clip length, zeros after each clip's end.
-            width = max(CLIP_SAMPLES, max(len(c) for c in clips))
-            audio = np.zeros((len(clips), width), dtype=np.int16)
-            for row, clip in enumerate(clips):
-                audio[row, : len(clip)] = clip
-            audio_t = torch.from_numpy(audio).to(device).float().mul_(1.0 / INT16_SCALE)  # (batch, samples)
-            lengths = torch.tensor([len(c) for c in clips], device=device)
-            feats, feat_lengths = loaded.features(audio_t, lengths)  # (batch, n_mfcc, frames)
-            logits = loaded.model(feats, feat_lengths)  # (batch, n_classes)
-            out[start : start + len(clips)] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            out[start : start + len(clips)] = run(clips)
             start += len(clips)
             progress.advance(task, len(clips))
     return out
 
 
 def evaluate_manifest(
-    loaded: LoadedModel,
+    loaded: LoadedModel | OnnxModel,
     manifest: Path,
     out_dir: Path,
     *,
@@ -184,7 +216,7 @@ def evaluate(
 ) -> list[EvalOutcome]:
     """Evaluate `checkpoint` on each manifest; reports go to `<checkpoint dir>/eval/<manifest stem>/`
     unless `out` is given (see `out_dirs`)."""
-    from kws.checkpoint import load_for_inference
+    from kws.exported import load_model
     from kws.train.device import pick_device
 
     if not manifests:
@@ -198,7 +230,7 @@ def evaluate(
     dirs = out_dirs(checkpoint, manifests, out)
     for manifest in manifests:
         check_manifest_path(manifest)
-    loaded = load_for_inference(Path(checkpoint), pick_device(device))
+    loaded = load_model(Path(checkpoint), pick_device(device))
     return [
         evaluate_manifest(
             loaded,

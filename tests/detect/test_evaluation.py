@@ -20,7 +20,6 @@ from kws import cli
 from kws.audio import SAMPLE_RATE, float_to_int16, write_wav
 from kws.checkpoint import load_for_inference, rng_state, save_checkpoint
 from kws.config import config_to_dict, load_config
-from kws.detect.decode import DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S
 from kws.detect.evaluation import (
     DEFAULT_TARGET_FA_PER_HOUR,
     StreamOptions,
@@ -29,12 +28,12 @@ from kws.detect.evaluation import (
     score_recording,
 )
 from kws.detect.matching import DEFAULT_TOLERANCE_S
-from kws.detect.scores import DEFAULT_HOP_S
 from kws.detect.sweep import det_curve
 from kws.errors import DataError
 from kws.manifest import Entry, write_manifest
 from kws.model import build_model
 from kws.stream_manifest import Event, Stream, write_stream_manifest
+from kws.thresholds import DEFAULT_HOP_S, DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S
 from tests.helpers import SMOKE, kws
 from tests.helpers.chromium import Chromium
 from tests.helpers.report_checks import PNG_SIGNATURE, assert_png

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from kws.detect.decode import DEFAULT_THRESHOLD, Detection
+from kws.detect.decode import Detection
 from kws.detect.matching import HIT, match_recording
 from kws.detect.sweep import SWEEP_FLOOR, DetCurve, choose_threshold, det_curve
 from kws.stream_manifest import Event
+from kws.thresholds import DEFAULT_THRESHOLD
 
 EVENTS = [Event("yes", 10.0, 11.0), Event("yes", 30.0, 31.0), Event("no", 50.0, 51.0)]
 CANDIDATES = [

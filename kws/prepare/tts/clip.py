@@ -1,5 +1,6 @@
 """From synthesized speech to a one-second clip: trim the silence around it, fade the cut edges, resample it
-to 16 kHz (a little faster when it is too long) and place it at a random level and offset.
+to 16 kHz (a little faster when it is too long) and place it at a random level and offset; or, for running
+speech longer than a clip, cut a random second out of it.
 
 The TTS source, its speaking styles (kws.prepare.tts.styles) and the held-out flite speakers
 (kws.prepare.tts.flite) all cut and fit their speech here, so a change to the clip recipe happens once.
@@ -133,3 +134,14 @@ def speech_to_clip(speech: np.ndarray, rate: int, draw: Draw) -> tuple[np.ndarra
     """Trimmed `speech` at `rate` -> (the 16 kHz speech as placed, the float clip `(CLIP_SAMPLES,)`): fitted
     to one second, faded at its edges, at the draw's level and offset."""
     return place_in_clip(fade(fit_to_clip(speech, rate), SAMPLE_RATE), draw)
+
+
+def cut_clip(speech: np.ndarray, rate: int, draw: Draw) -> tuple[np.ndarray, np.ndarray]:
+    """A random one-second stretch of running `speech` at `rate` -> (the 16 kHz speech, the float clip
+    `(CLIP_SAMPLES,)` at the draw's level): cut hard, as a detector's window cuts a recording; speech
+    shorter than a second is placed as by `speech_to_clip`."""
+    audio = resample(speech, rate, SAMPLE_RATE)
+    if len(audio) <= CLIP_SAMPLES:
+        return place_in_clip(fade(audio, SAMPLE_RATE), draw)
+    start = draw.integer("cut_start", 0, len(audio) - CLIP_SAMPLES)
+    return place_in_clip(audio[start : start + CLIP_SAMPLES], draw)

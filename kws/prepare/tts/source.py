@@ -4,9 +4,9 @@ DATA_ROOT/NAME/ gets `<word>/<speakerid>_nohash_<k>.wav` (16 kHz mono int16, exa
 `_background_noise_/` (numpy noises, kws.prepare.tts.noise), `validation_list.txt` and `testing_list.txt`
 (each speaker in one split, by the Speech Commands hash rule), then the manifests of
 `kws.prepare.splits.build_manifests`. With `--classes sub` the speakers also say non-keywords into ordinary
-word folders (kws.prepare.tts.unknown_words), from which the manifests draw `unknown`, and `silence` is cut
-from the noises, as for Speech Commands. `--streams N` also writes long recordings with their keyword events
-(kws.prepare.tts.streams).
+word folders and `phrases/` (kws.prepare.tts.unknown_words), from which the manifests draw `unknown`, and
+`silence` is cut from the noises, as for Speech Commands. `--streams N` also writes long recordings with their
+keyword events (kws.prepare.tts.streams).
 
 A word's folder (and class label) is the word with spaces turned into `_` and apostrophes dropped
 (kws.prepare.tts.keywords). Clip k of speaker s of a word depends only on (seed, word, s, k)
@@ -42,7 +42,7 @@ from kws.files import write_json_atomic
 from kws.interrupt import sigterm_as_interrupt
 from kws.prepare.pool import exit_if_orphaned, process_pool
 from kws.prepare.splits import ManifestOptions, PrepareResult, build_manifests, check_options
-from kws.prepare.tts.clip import speech_to_clip
+from kws.prepare.tts.clip import cut_clip, speech_to_clip
 from kws.prepare.tts.keywords import WORD_RE, check_words, word_folder
 from kws.prepare.tts.keywords import parse_words as parse_words  # bench/ imports it from here
 from kws.prepare.tts.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
@@ -50,6 +50,7 @@ from kws.prepare.tts.speakers import assign_splits, write_speakers_json, write_s
 from kws.prepare.tts.streams import STREAM_MINUTES, StreamPlan, check_stream_options, write_streams
 from kws.prepare.tts.styles import RATE_PCT, STYLE_STYLE, Style, draw_style, spoken
 from kws.prepare.tts.unknown_words import (
+    PHRASE_FOLDER,
     UNKNOWN_FILE,
     choose_unknown_words,
     n_unknown_clips,
@@ -85,6 +86,7 @@ class ClipTask:
     seed: int
     path: Path
     style: str = "plain"  # the --style: "plain" or "rich" (kws.prepare.tts.styles draws the clip's own style)
+    phrase: bool = False  # `word` is an unknown phrase: the clip is a second cut from it (unknown_words)
 
     def draw(self) -> Draw:
         return Draw(f"kws-tts/{self.seed}/clip/{self.word}/{self.speaker.id}/{self.k}")
@@ -112,19 +114,29 @@ def render_clip(task: ClipTask) -> np.ndarray:
     voice = jitter(task.speaker.voice, draw)
     style = draw_style(draw, task.style)
     speech, rate = spoken(voice, task.word, style)
+    if len(speech) == 0:
+        raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
+    if task.phrase:
+        speech, clip = cut_clip(speech, rate, draw)
+        return float_to_int16(_add_noise(speech, clip, draw))
     if len(speech) * SAMPLE_RATE > MAX_SPEED_UP * CLIP_SAMPLES * rate:  # far too long: ask espeak-ng to hurry
         factor = len(speech) * SAMPLE_RATE / (CLIP_SAMPLES * rate) * 1.05
         voice = replace(voice, rate_wpm=min(MAX_RATE_WPM, math.ceil(voice.rate_wpm * factor)))
         speech, rate = spoken(voice, task.word, style)
-    if len(speech) == 0:
-        raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
+        if len(speech) == 0:
+            raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
     speech, clip = speech_to_clip(speech, rate, draw)
+    return float_to_int16(_add_noise(speech, clip, draw))
+
+
+def _add_noise(speech: np.ndarray, clip: np.ndarray, draw: Draw) -> np.ndarray:
+    """The clip, on NOISE_CHANCE of them with a synthetic noise at a random SNR below the speech."""
     if draw.chance("noise", NOISE_CHANCE):
         kind = draw.choice("noise_kind", sorted(NOISE_KINDS))
         speech_rms = float(np.sqrt(np.mean(speech**2)))
         noise = make_noise(kind, CLIP_SAMPLES, draw.rng("noise_samples"))
         clip += noise * speech_rms * 10 ** (-draw.uniform("snr_db", *SNR_DB) / 20)
-    return float_to_int16(clip)
+    return clip
 
 
 def _write_clip(task: ClipTask) -> None:
@@ -211,8 +223,9 @@ def prepare_tts(
         n_unknown = n_unknown_clips(len(words), clips_per_speaker)
         picks = [(unknown.pick(opts.seed, s.id, m), s, m) for s in speakers for m in range(n_unknown)]
         unknown_tasks = [
-            ClipTask(w, s, m, opts.seed, dataset_dir / word_folder(w) / f"{s.id}_nohash_{m}.wav", style)
-            for w, s, m in picks
+            ClipTask(c.text, s, m, opts.seed, folder / f"{s.id}_nohash_{m}.wav", style, c.phrase)
+            for c, s, m in picks
+            for folder in [dataset_dir / c.folder]
         ]
     tasks += unknown_tasks
     # Only well-formed words from the old stamp: a hand-edited stamp must not point deletions elsewhere.
@@ -235,7 +248,7 @@ def prepare_tts(
         stamp.update(n_speakers=n_speakers, clips_per_speaker=clips_per_speaker)
         _remove_stale(
             dataset_dir,
-            [*old_words, *words, *stamp.get("unknown_words", [])],
+            [*old_words, *words, *stamp.get("unknown_words", []), PHRASE_FOLDER],
             {t.path for t in tasks} if reuse else set(),
         )
         if old != {**stamp, "complete": True}:  # left untouched when nothing changes: a re-run writes nothing
@@ -260,7 +273,8 @@ def prepare_tts(
             dataset_dir, speakers, split, clips, seed=opts.seed, style=style, espeak_ng=version
         )
         if unknown is not None:
-            write_unknown_json(dataset_dir, words, unknown, [t.word for t in unknown_tasks], opts.seed)
+            clip_words = [PHRASE_FOLDER if t.phrase else t.word for t in unknown_tasks]
+            write_unknown_json(dataset_dir, words, unknown, clip_words, opts.seed)
         else:
             (dataset_dir / UNKNOWN_FILE).unlink(missing_ok=True)
         if old != {**stamp, "complete": True}:

@@ -3,17 +3,24 @@ one each unknown clip of a speaker says.
 
 The words are the built-in GENERAL_WORDS, `--unknown-words`, and the confusables of each keyword, chosen by
 sound from CANDIDATE_WORDS (kws.prepare.tts.phonemes); never a keyword or a homophone of one. Every speaker
-says ceil(EXTRA_FRACTION * n_keywords * clips_per_speaker) of them, in its own split: at least the
+says ceil(EXTRA_FRACTION * n_keywords * clips_per_speaker) unknown clips, in its own split: at least the
 ceil(EXTRA_FRACTION * n) unknown clips that kws.prepare.splits draws for a split of n keyword clips. Unknown
-clip m of speaker s takes its word from a Draw keyed on (seed,
-"unknown", s, m): a confusable with probability CONFUSABLE_SHARE when the keywords have any, else one of the
-general and `--unknown-words` words. The clips are ordinary word folders, `<word>/<speakerid>_nohash_<m>.wav`,
-from which kws.prepare.splits draws `unknown` as "the split's other words".
+clip m of speaker s is drawn from a Draw keyed on (seed, "unknown", s, m):
+- with probability PHRASE_SHARE, a phrase: PHRASE_WORDS of these words spoken as one utterance, of which the
+  clip is a random one-second cut (kws.prepare.tts.clip.cut_clip). A detector slides its window over running
+  speech: word boundaries, halves of words and a confusable inside a longer word ("bright" holds "right")
+  are what it must learn to call `unknown`, and lone words do not show them. The phrases are word strings, not
+  the sentences of the long recordings (kws.prepare.tts.sentences), so stream evaluation hears text that
+  training never did;
+- otherwise one word: a confusable with probability CONFUSABLE_SHARE when the keywords have any, else one of
+  the general and `--unknown-words` words.
+The clips are ordinary label folders, `<word>/<speakerid>_nohash_<m>.wav` and `phrases/<speakerid>_nohash_<m>
+.wav`, from which kws.prepare.splits draws `unknown` as "the split's other words".
 
 `unknown_words.json` beside speakers.json says which words there are and why:
 
     {"format": 1, "seed": 0, "keywords": ["go", "off"], "confusables": {"go": ["goal", "goat", ...], ...},
-     "general": ["able", ...], "extra": ["window"], "n_clips": {"goal": 3, "able": 1, ...}}
+     "general": ["able", ...], "extra": ["window"], "n_clips": {"goal": 3, "able": 1, "phrases": 40, ...}}
 """
 
 from __future__ import annotations
@@ -35,7 +42,22 @@ from kws.prepare.tts.voices import Draw
 
 UNKNOWN_FILE = "unknown_words.json"
 UNKNOWN_FORMAT = 1
-CONFUSABLE_SHARE = 0.5  # of the unknown clips, when the keywords have confusables
+CONFUSABLE_SHARE = 0.5  # of the single-word unknown clips, when the keywords have confusables
+PHRASE_SHARE = 0.5  # of the unknown clips: a one-second cut of a phrase
+PHRASE_WORDS = (4, 8)  # words per phrase, both included: 1.5-3 s of speech, so that a cut is all speech
+PHRASE_FOLDER = "phrases"
+
+
+@dataclass(frozen=True)
+class UnknownClip:
+    """What one unknown clip says: a word, or a phrase to cut a second from."""
+
+    text: str
+    phrase: bool = False
+
+    @property
+    def folder(self) -> str:
+        return PHRASE_FOLDER if self.phrase else word_folder(self.text)
 
 
 @dataclass(frozen=True)
@@ -58,13 +80,18 @@ class UnknownWords:
     def words(self) -> list[str]:
         return sorted({*self.plain_pool, *self.confusable_pool})
 
-    def pick(self, seed: int, speaker_id: str, m: int) -> str:
-        """The word of unknown clip m of a speaker."""
+    def pick(self, seed: int, speaker_id: str, m: int) -> UnknownClip:
+        """What unknown clip m of a speaker says."""
         draw = Draw(f"kws-tts/{seed}/unknown/{speaker_id}/{m}")
+        if draw.chance("phrase", PHRASE_SHARE):
+            words = self.words
+            n = draw.integer("phrase_words", *PHRASE_WORDS)
+            text = " ".join(draw.choice(f"phrase_word/{i}", words) for i in range(n))
+            return UnknownClip(text, phrase=True)
         pool = self.confusable_pool
         if pool and draw.chance("confusable", CONFUSABLE_SHARE):
-            return draw.choice("confusable_word", pool)
-        return draw.choice("word", self.plain_pool)
+            return UnknownClip(draw.choice("confusable_word", pool))
+        return UnknownClip(draw.choice("word", self.plain_pool))
 
 
 def choose_unknown_words(keywords: Sequence[str], extra: Sequence[str] = ()) -> UnknownWords:
@@ -72,6 +99,12 @@ def choose_unknown_words(keywords: Sequence[str], extra: Sequence[str] = ()) -> 
     one (`extra` is already checked by kws.prepare.tts.keywords.parse_unknown_words)."""
     prons = pronunciations([*keywords, *extra, *GENERAL_WORDS, *CANDIDATE_WORDS])
     folders = {word_folder(k): k for k in keywords}
+    for option, word in [*(("--words", k) for k in keywords), *(("--unknown-words", w) for w in extra)]:
+        if word_folder(word) == PHRASE_FOLDER:
+            raise KWSError(
+                f"{option} {word!r} would share the folder {PHRASE_FOLDER!r} of the unknown class's phrase "
+                "clips under --classes sub; choose another word"
+            )
     for word in extra:
         if word_folder(word) in folders:
             raise KWSError(f"--unknown-words {word!r} is also a keyword (--words); drop it from one of them")

@@ -9,10 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from kws.errors import KWSError
 from kws.manifest import read_manifest
 from kws.prepare.splits import speaker_of
+from kws.prepare.tts.clip import active_frames
 from kws.prepare.tts.keywords import V1_WORDS, WORD_RE, parse_unknown_words, parse_words
 from kws.prepare.tts.phonemes import confusables, homophone_of, pronunciations
 from kws.prepare.tts.unknown_words import choose_unknown_words, n_unknown_clips
@@ -68,14 +70,59 @@ def test_every_speaker_says_its_unknown_clips_in_its_own_split(sub_dataset: tupl
     speakers = json.loads((dataset / "speakers.json").read_text())["speakers"]
     clips = [p for p in dataset.glob("*/*_nohash_*.wav") if p.parent.name not in KEYWORDS]
     assert sum(doc["n_clips"].values()) == len(clips) >= N_SPEAKERS * math.ceil(0.1 * len(KEYWORDS))
-    assert {p.parent.name for p in clips} <= set(doc["general"]) | set(doc["extra"]) | {
+    assert {p.parent.name for p in clips} <= set(doc["general"]) | set(doc["extra"]) | {"phrases"} | {
         w for words in doc["confusables"].values() for w in words
     }
+    assert doc["n_clips"]["phrases"] == len(list((dataset / "phrases").glob("*.wav"))) > 0
     assert doc["extra"] == ["window", "pumpkin"] and doc["keywords"] == KEYWORDS
     for split, entries in manifests(dataset).items():  # each speaker's unknown clips stay in its split
         for label, path in entries:
             if label == "unknown":
                 assert speakers[speaker_of(path)]["split"] == split
+
+
+@needs_espeak
+def test_phrase_clips_are_a_second_cut_from_running_speech(sub_dataset: tuple[Path, str]) -> None:
+    dataset, _ = sub_dataset
+    phrases = sorted((dataset / "phrases").glob("*.wav"))
+    assert phrases
+    for path in phrases:  # a hard cut from 4-8 words: speech nearly all through, not one word in silence
+        audio, rate = sf.read(path, dtype="float32")
+        assert rate == 16000 and audio.shape == (16000,)
+        on, _ = active_frames(audio, rate, 0.01)
+        assert on.mean() > 0.6, path
+
+
+@needs_espeak
+def test_phrases_are_half_the_unknown_clips_and_say_unknown_words_only() -> None:
+    unknown = choose_unknown_words(["go", "off", "right"])
+    picks = [unknown.pick(0, f"{s:08x}", m) for s in range(300) for m in range(2)]
+    phrases = [c for c in picks if c.phrase]
+    assert 0.4 < len(phrases) / len(picks) < 0.6
+    for clip in phrases:
+        words = clip.text.split()
+        assert 4 <= len(words) <= 8 and set(words) <= set(unknown.words) and clip.folder == "phrases"
+    assert {c.folder for c in picks if not c.phrase} <= set(unknown.words)
+    assert picks == [unknown.pick(0, f"{s:08x}", m) for s in range(300) for m in range(2)]  # deterministic
+    # the confusables come up inside phrases too: "bright" holds "right", "goal" starts like "go"
+    assert set(unknown.confusable_pool) & {w for c in phrases for w in c.text.split()}
+
+
+@needs_espeak
+@pytest.mark.parametrize("option", ["--words", "--unknown-words"])
+def test_a_word_named_like_the_phrase_folder_is_refused(tmp_path: Path, option: str) -> None:
+    words = ["yes", "phrases"] if option == "--words" else ["yes"]
+    args = ["--unknown-words", "phrases"] if option == "--unknown-words" else []
+    proc = run_kws(
+        "prepare", "--dataset", "tts", "--words", ",".join(words), "--classes", "sub", *args,
+        "--data-root", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {option} 'phrases' would share the folder 'phrases' of the unknown class's phrase clips "
+        "under --classes sub; choose another word"
+    ]
+    assert not (tmp_path / "tts_keywords").exists()
 
 
 @needs_espeak
