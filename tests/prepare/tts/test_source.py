@@ -205,6 +205,9 @@ def start_prepare(root: Path) -> subprocess.Popen[str]:
             stderr=stderr,
             text=True,
             start_new_session=True,
+            # as from a terminal: a test run in the background of a script inherits SIGINT ignored, and a
+            # Python started that way never turns Ctrl-C into KeyboardInterrupt
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
