@@ -32,15 +32,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kws.audio import read_wav  # noqa: E402
 from kws.checkpoint import LoadedModel, load_for_inference, rng_state, save_checkpoint  # noqa: E402
 from kws.config import config_to_dict, load_config  # noqa: E402
-from kws.export.exporter import CALIBRATION_CLIPS, base_metadata  # noqa: E402
+from kws.export.exporter import CALIBRATION_CLIPS, base_metadata, calibration_windows  # noqa: E402
 from kws.export.graph import WINDOW_SAMPLES, DeployedModel  # noqa: E402
 from kws.export.onnx_file import write_int8, write_onnx  # noqa: E402
-from kws.export.parity import GENERATED_CLIPS, CheckSet, generated_windows, manifest_windows  # noqa: E402
-from kws.exported import export_module, fit_window, load_onnx  # noqa: E402
-from kws.manifest import read_manifest  # noqa: E402
+from kws.export.parity import (  # noqa: E402
+    GENERATED_CLIPS,
+    CheckSet,
+    accuracy,
+    generated_windows,
+    manifest_windows,
+    reference_probs,
+)
+from kws.exported import export_module, load_onnx  # noqa: E402
 from kws.model import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,34 +66,17 @@ def random_checkpoint(config: Path, folder: Path) -> Path:
     return path
 
 
-def calibration_windows(
-    loaded: LoadedModel, calibration: Path | None, check: Path | None
-) -> tuple[np.ndarray, str]:
-    """CALIBRATION_CLIPS windows (seed 0, as `kws export`) from --calibration, else the checkpoint's
-    training manifest when it is on disk, else --check, else generated audio; and where they came from."""
+def pick_calibration(loaded: LoadedModel, given: Path | None, check: Path | None) -> tuple[np.ndarray, str]:
+    """The int8 calibration windows of `kws export` (kws.export.exporter.calibration_windows) from
+    --calibration, else the checkpoint's training manifest when it is on disk, else --check, else generated
+    audio; and where they came from."""
     train = loaded.config.data.train_manifest
-    for path in (calibration, Path(train) if train else None, check):
-        if path is not None and (path == calibration or path.is_file()):
-            entries = read_manifest(path)
-            picked = np.random.default_rng(0).choice(
-                len(entries), size=min(CALIBRATION_CLIPS, len(entries)), replace=False
-            )
-            windows = [fit_window(read_wav(Path(entries[i].audio_filepath)), WINDOW_SAMPLES) for i in picked]
-            return np.stack(windows), f"{path} ({len(picked)} clips)"
+    for path in (given, Path(train) if train else None, check):
+        if path is not None and (path == given or path.is_file()):
+            windows = calibration_windows(path)
+            return windows, f"{path} ({len(windows)} clips)"
     generated = generated_windows(CALIBRATION_CLIPS, WINDOW_SAMPLES, seed=1)
     return generated, f"generated audio ({CALIBRATION_CLIPS} windows)"
-
-
-def torch_runner(loaded: LoadedModel) -> Runner:
-    """kws's own inference on one batch, as kws.export.parity.reference_probs."""
-
-    def run(windows: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            audio = torch.from_numpy(windows)
-            feats, feat_lengths = loaded.features(audio, torch.full((audio.shape[0],), audio.shape[1]))
-            return torch.softmax(loaded.model(feats, feat_lengths).float(), dim=-1).numpy()
-
-    return run
 
 
 def onnx_runner(path: Path, threads: int) -> Runner:
@@ -150,12 +138,6 @@ def scores(run: Runner, windows: np.ndarray) -> np.ndarray:
     return np.concatenate([run(windows[i : i + BATCH]) for i in range(0, len(windows), BATCH)])
 
 
-def accuracy(probs: np.ndarray, ids: np.ndarray | None) -> float | None:
-    if ids is None or not (ids >= 0).any():
-        return None
-    return float((probs[ids >= 0].argmax(1) == ids[ids >= 0]).mean())
-
-
 def measure(
     runners: dict[str, tuple[Runner, Runner]], threads: int, args: argparse.Namespace, columns: list[str]
 ) -> dict[str, dict[str, list[float]]]:
@@ -199,7 +181,7 @@ def main() -> None:
         loaded = load_for_inference(checkpoint, torch.device("cpu"))
         model = args.checkpoint or f"{args.config.name} (random weights)"
         print(f"model: {model}; {len(loaded.labels)} classes")
-        calibration, calibration_source = calibration_windows(loaded, args.calibration, args.check)
+        calibration, calibration_source = pick_calibration(loaded, args.calibration, args.check)
         print(f"int8 calibration: {calibration_source}")
         start = time.perf_counter()
         metadata = base_metadata(loaded, "fp32")
@@ -208,7 +190,9 @@ def main() -> None:
         write_int8(paths["ONNX fp32"], calibration, replace(metadata, precision="int8"), paths["ONNX int8"])
         print(f"exported fp32 and int8 in {time.perf_counter() - start:.1f} s")
         sizes = {name: path.stat().st_size for name, path in paths.items()}
-        runners: dict[str, tuple[Runner, Runner]] = {"PyTorch eager": (torch_runner(loaded),) * 2}
+        runners: dict[str, tuple[Runner, Runner]] = {
+            "PyTorch eager": (lambda w: reference_probs(loaded, w),) * 2
+        }
         for name, path in paths.items():
             runners[name] = (onnx_runner(path, args.threads), onnx_runner(path, 1))
 

@@ -196,9 +196,8 @@ def load_onnx(path: Path, threads: int | None = None) -> OnnxModel:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a model onnxruntime can run ({first}); export it again"
+            f"{path} is not a model onnxruntime can run ({first_line(exc)}); export it again"
         ) from None
     metadata = ExportMetadata.from_props(session.get_modelmeta().custom_metadata_map, path)
     if (metadata.sample_rate, metadata.window_samples) != (SAMPLE_RATE, WINDOW_SAMPLES):
@@ -219,6 +218,12 @@ def is_torchscript(path: Path) -> bool:
             return any(name.endswith("/constants.pkl") for name in archive.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (runtimes raise pages of it), or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_exported(path: Path) -> bool:

@@ -108,7 +108,12 @@ def _calibration(loaded: LoadedModel, calibration: Path | None) -> np.ndarray:
             "pass one with --calibration MANIFEST"
         )
     check_manifest_path(path)
-    entries = read_manifest(path)
+    return calibration_windows(Path(path))
+
+
+def calibration_windows(manifest: Path) -> np.ndarray:
+    """CALIBRATION_CLIPS clips of `manifest` drawn with seed 0, each fitted to the window `(n, window)`."""
+    entries = read_manifest(manifest)
     rng = np.random.default_rng(0)
     picked = rng.choice(len(entries), size=min(CALIBRATION_CLIPS, len(entries)), replace=False)
     return np.stack([fit_window(read_wav(Path(entries[i].audio_filepath)), WINDOW_SAMPLES) for i in picked])

@@ -20,7 +20,7 @@ import torch
 
 from kws.errors import CheckpointError
 from kws.export.graph import WINDOW_SAMPLES, DeployedModel
-from kws.exported import ExportMetadata
+from kws.exported import ExportMetadata, first_line
 
 METADATA_NAME = "kws.json"
 
@@ -42,9 +42,8 @@ def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, ExportMetadata
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         props = json.loads(extra[METADATA_NAME] or "{}")
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a TorchScript model kws exported ({first}); export it again"
+            f"{path} is not a TorchScript model kws exported ({first_line(exc)}); export it again"
         ) from None
     return module, ExportMetadata.from_props(props, Path(path))
 

@@ -18,8 +18,8 @@ import torch
 
 from kws import cli
 from kws.audio import SAMPLE_RATE, float_to_int16, write_wav
-from kws.checkpoint import load_for_inference, rng_state, save_checkpoint
-from kws.config import config_to_dict, load_config
+from kws.checkpoint import load_for_inference
+from kws.config import load_config
 from kws.detect.evaluation import (
     DEFAULT_TARGET_FA_PER_HOUR,
     StreamOptions,
@@ -31,26 +31,16 @@ from kws.detect.matching import DEFAULT_TOLERANCE_S
 from kws.detect.sweep import det_curve
 from kws.errors import DataError
 from kws.manifest import Entry, write_manifest
-from kws.model import build_model
 from kws.stream_manifest import Event, Stream, write_stream_manifest
 from kws.thresholds import DEFAULT_HOP_S, DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S
 from tests.helpers import SMOKE, kws
-from tests.helpers.chromium import Chromium
+from tests.helpers.checkpoints import random_checkpoint
+from tests.helpers.chromium import FIRST_AUDIO_LOADED_JS, Chromium
 from tests.helpers.report_checks import PNG_SIGNATURE, assert_png
 from tests.helpers.tiny_dataset import synth_clip
 
 LABELS = ["down", "up", "unknown", "silence"]
 CHIRPS = {"up": (400.0, 2400.0), "down": (2400.0, 400.0), "unknown": (1500.0, 1500.0)}
-
-
-def random_checkpoint(path: Path) -> Path:
-    """The smoke model with random weights: real scores that go up and down, in a second."""
-    cfg = load_config(SMOKE)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.features.n_mfcc, len(LABELS))
-    state = {"config": config_to_dict(cfg), "labels": LABELS, "model": model.state_dict(), "step": 7}
-    save_checkpoint(path, {**state, "epoch": 1, "rng": rng_state()})
-    return path
 
 
 def write_stream(path: Path, duration_s: float, sounds: list[tuple[str, float]], seed: int) -> Stream:
@@ -81,7 +71,7 @@ class Evaluated:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Evaluated:
     root = tmp_path_factory.mktemp("stream_eval")
-    checkpoint = random_checkpoint(root / "run" / "best.pt")
+    checkpoint = random_checkpoint(root / "run" / "best.pt", load_config(SMOKE), LABELS, step=7)
     streams = [
         write_stream(root / "a.wav", 14.0, [("up", 1.5), ("down", 4.0), ("unknown", 7.0), ("up", 10.0)], 1),
         write_stream(root / "quiet.wav", 8.0, [("unknown", 3.0)], 2),  # keyword-free
@@ -281,21 +271,16 @@ def test_cli_defaults_are_the_library_defaults() -> None:
     }  # fmt: skip
 
 
-JS_CHECKS = """(async () => {
-  const audio = document.querySelector('audio');
-  if (audio.readyState < 1) {
-    await new Promise((ok, bad) => {
-      audio.addEventListener('loadedmetadata', ok, { once: true });
-      audio.addEventListener('error', () => bad(new Error('audio does not decode')), { once: true });
-      audio.load();
-    });
-  }
-  const select = document.getElementById('f-pred');
+JS_CHECKS = (
+    "(async () => {\n"
+    + FIRST_AUDIO_LOADED_JS
+    + """  const select = document.getElementById('f-pred');
   select.value = 'missed';
   select.dispatchEvent(new Event('input'));
   const shown = document.getElementById('shown').textContent;
   return { duration: audio.duration, cards: document.querySelectorAll('.card').length, shown };
 })()"""
+)
 
 
 def test_listen_errors_shows_each_false_accept_and_miss(evaluated: Evaluated, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from kws.errors import KWSError
 from kws.evaluate import listen
 from kws.evaluate.report import Misclassified, compute_report, write_report_files
 from kws.manifest import read_manifest
-from tests.helpers.chromium import Chromium
+from tests.helpers.chromium import FIRST_AUDIO_LOADED_JS, Chromium
 from tests.helpers.report_checks import PNG_SIGNATURE, assert_png
 from tests.helpers.speech_commands import build_speech_commands_tree
 
@@ -127,17 +127,12 @@ def test_missing_clip_gets_a_card_without_audio(eval_dir: Path) -> None:
     assert page.count('class="card"') == 3 and page.count("<audio ") == 2 and "not found" in page
 
 
-JS_CHECKS = """(async () => {
+JS_CHECKS = (
+    """(async () => {
   const visible = () => Array.from(document.querySelectorAll('.card')).filter((c) => !c.hidden);
-  const audio = document.querySelector('audio');
-  if (audio.readyState < 1) {
-    await new Promise((ok, bad) => {
-      audio.addEventListener('loadedmetadata', ok, { once: true });
-      audio.addEventListener('error', () => bad(new Error('audio does not decode')), { once: true });
-      audio.load();
-    });
-  }
-  const before = { cards: visible().length, audio: document.querySelectorAll('audio').length };
+"""
+    + FIRST_AUDIO_LOADED_JS
+    + """  const before = { cards: visible().length, audio: document.querySelectorAll('audio').length };
   const select = document.getElementById('f-true');
   select.value = LABEL;
   select.dispatchEvent(new Event('input'));
@@ -151,6 +146,7 @@ JS_CHECKS = """(async () => {
   document.getElementById('f-reset').click();
   return { before, duration: audio.duration, filtered, hidden, shown, lowConf, after: visible().length };
 })()"""
+)
 
 
 def test_page_in_headless_chromium(eval_dir: Path, tmp_path: Path) -> None:

@@ -9,31 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from kws.checkpoint import LoadedModel, load_for_inference, rng_state, save_checkpoint
-from kws.config import Config, config_to_dict, load_config
+from kws.checkpoint import LoadedModel, load_for_inference
+from kws.config import load_config
 from kws.export.frontend import ConvMFCC, _split
 from kws.export.graph import WINDOW_SAMPLES, DeployedModel
 from kws.features import MFCC
-from kws.model import build_model
 from tests.helpers import CONFIGS, SMOKE
+from tests.helpers.checkpoints import random_checkpoint
 
 LABELS = ["down", "go", "unknown", "silence"]
-
-
-def checkpoint(path: Path, cfg: Config, labels: list[str] = LABELS, seed: int = 0) -> Path:
-    """Random weights with non-default BatchNorm statistics (folding must carry them), at step 5."""
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, cfg.features.n_mfcc, len(labels))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_(0.0, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-    state = {"config": config_to_dict(cfg), "labels": labels, "model": model.state_dict(), "step": 5}
-    save_checkpoint(path, {**state, "epoch": 1, "rng": rng_state()})
-    return path
 
 
 def speechlike(n: int, seed: int = 0) -> torch.Tensor:
@@ -67,7 +51,8 @@ def own_probs(loaded: LoadedModel, audio: torch.Tensor) -> torch.Tensor:
 def test_the_deployed_model_scores_what_kws_scores(tmp_path: Path, config: Path, overrides: dict) -> None:
     cfg = load_config(config)
     cfg = replace(cfg, features=replace(cfg.features, **overrides))
-    loaded = load_for_inference(checkpoint(tmp_path / "best.pt", cfg), torch.device("cpu"))
+    path = random_checkpoint(tmp_path / "best.pt", cfg, LABELS, step=5, batchnorm_stats=True)
+    loaded = load_for_inference(path, torch.device("cpu"))
     audio = speechlike(16)
     with torch.inference_mode():
         deployed = DeployedModel(loaded)(audio)

@@ -39,6 +39,17 @@ FLAGS = (
     "--remote-debugging-pipe",
 )
 TIMEOUT_S = 30.0
+# JavaScript lines for an `evaluate` script: `audio` is the page's first <audio>, its metadata loaded (or
+# an error thrown when it does not decode)
+FIRST_AUDIO_LOADED_JS = """  const audio = document.querySelector('audio');
+  if (audio.readyState < 1) {
+    await new Promise((ok, bad) => {
+      audio.addEventListener('loadedmetadata', ok, { once: true });
+      audio.addEventListener('error', () => bad(new Error('audio does not decode')), { once: true });
+      audio.load();
+    });
+  }
+"""
 
 
 def find_chromium() -> str | None:
