@@ -4,7 +4,10 @@ parity gate that refuses a file that does not, and `kws evaluate` / `kws detect`
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +28,9 @@ from kws.export.parity import manifest_windows, reference_probs
 from kws.exported import ExportMetadata, fit_window, load_onnx
 from kws.files import file_sha256
 from kws.manifest import Entry, read_manifest, write_manifest
-from tests.export.test_graph import checkpoint as random_checkpoint
 from tests.export.test_graph import speechlike
-from tests.helpers import CONFIGS, kws
+from tests.helpers import CONFIGS, REPO, kws
+from tests.helpers.checkpoints import random_checkpoint
 from tests.helpers.tone_streams import tone_stream, train_tone_detector
 
 EVENTS = [("up", 2.0), ("down", 6.3), ("unknown", 10.0), ("up", 14.7), ("down", 19.2)]
@@ -123,6 +126,51 @@ def test_a_failing_gate_exits_1_and_leaves_no_file(
             exporter.export_model(checkpoint, fmt=fmt)
         assert "largest probability difference" in str(info.value) and "nothing was written" in str(
             info.value
+        )
+        assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.pt"]
+
+
+LAUNCHER = """import sys, torch
+from kws.cli import main
+from kws.export import exporter, onnx_file
+
+if sys.argv[1] == "flatter":  # the float export's probabilities flattened: fails the fp32 gate
+    class Flatter(exporter.DeployedModel):
+        def forward(self, audio):
+            return torch.softmax(torch.log(super().forward(audio)) * 0.5, dim=-1)
+    exporter.DeployedModel = Flatter
+else:  # int8 ranges calibrated on audio 300 times too loud: fails the accuracy gate
+    real = onnx_file.write_int8
+    onnx_file.write_int8 = lambda fp32, windows, meta, path: real(fp32, windows * 300, meta, path)
+sys.argv = ["kws", *sys.argv[2:]]
+main()
+"""
+
+
+def test_the_command_line_exits_1_on_a_failed_gate_and_writes_nothing(trained: Path, tmp_path: Path) -> None:
+    checkpoint = fresh(trained, tmp_path)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    cases = [
+        (["flatter", "export", checkpoint], "fp32", "largest probability difference"),
+        (
+            ["int8", "export", checkpoint, "--quantize", "int8", "--check", validation(trained)],
+            "int8",
+            "points below",
+        ),
+    ]
+    for args, precision, why in cases:
+        proc = subprocess.run(
+            [sys.executable, launcher, *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, lines  # one line, no traceback
+        assert lines[-1].startswith(f"error: the exported {precision} model failed the parity gate on")
+        assert why in lines[-1] and lines[-1].endswith(
+            f"nothing was written to {checkpoint.with_suffix('')}"
+            f"{'.int8' if precision == 'int8' else ''}.onnx"
         )
         assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.pt"]
 
@@ -297,7 +345,11 @@ def test_live_detection_runs_the_exported_file_as_offline_detection_does(
 def test_matchboxnet_exports_and_passes_the_gate_on_generated_audio(tmp_path: Path) -> None:
     labels = [f"w{i}" for i in range(12)]
     checkpoint = random_checkpoint(
-        tmp_path / "best.pt", load_config(CONFIGS / "matchboxnet_3x1x64_v1.yaml"), labels
+        tmp_path / "best.pt",
+        load_config(CONFIGS / "matchboxnet_3x1x64_v1.yaml"),
+        labels,
+        step=5,
+        batchnorm_stats=True,
     )
     outcome = exporter.export_model(checkpoint)  # its manifests are not on disk here: generated audio
     assert outcome.gate.passed and outcome.gate.source == "generated audio" and outcome.gate.n_windows == 256
