@@ -21,6 +21,7 @@ from torch import nn
 from kws import __version__
 from kws.errors import CheckpointError, ConfigError
 from kws.files import atomic_path
+from kws.nemo.archive import is_nemo
 
 if TYPE_CHECKING:
     from kws.config import Config
@@ -36,8 +37,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a kws checkpoint; a missing, damaged or foreign file is a CheckpointError saying which."""
+    """Read a kws checkpoint, or a NeMo `.nemo` model as one (`kws.nemo`); a missing, damaged or foreign
+    file is a CheckpointError saying which."""
     path = Path(path)
+    if is_nemo(path):
+        from kws.nemo.importer import nemo_checkpoint  # config, features, model: only for .nemo files
+
+        return nemo_checkpoint(path)
     if path.is_dir():
         inside = _checkpoints_in(path, every=True)
         if not inside:

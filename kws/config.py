@@ -21,6 +21,7 @@ from kws.augment.config import FLAT_KEYS, AugmentConfig, upgrade_flat_keys  # au
 from kws.checks import above, at_least, probability, require, span
 from kws.errors import ConfigError
 from kws.files import read_text
+from kws.train.config import InitConfig, TrainerConfig  # the train stage's sections, beside it
 from kws.yaml_text import parse_yaml
 
 
@@ -162,34 +163,6 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class TrainerConfig:
-    epochs: int = 200
-    max_steps: int | None = None
-    batch_size: int = 128  # per process
-    precision: str = "32"  # "32" | "bf16" | "16"; the recipe configs say bf16 (the reference: fp16 AMP)
-    seed: int = 0
-    device: str = "auto"
-    val_every_n_steps: int | None = None
-    log_every_n_steps: int = 50
-    compile: bool = False
-
-    def check(self, key: str) -> None:
-        at_least(f"{key}.epochs", self.epochs, 1)
-        if self.max_steps is not None:
-            require(self.max_steps >= 1, f"{key}.max_steps", ">= 1 (or null: no limit)", self.max_steps)
-        at_least(f"{key}.batch_size", self.batch_size, 1)
-        at_least(f"{key}.seed", self.seed, 0)  # numpy's SeedSequence takes no negative seed
-        if self.val_every_n_steps is not None:
-            require(
-                self.val_every_n_steps >= 1,
-                f"{key}.val_every_n_steps",
-                ">= 1 (or null: once per epoch)",
-                self.val_every_n_steps,
-            )
-        at_least(f"{key}.log_every_n_steps", self.log_every_n_steps, 1)
-
-
-@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -198,6 +171,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
 
 # Allowed values of the string fields that select behaviour; anything else is a typo worth an error.
@@ -208,6 +182,7 @@ _CHOICES: dict[str, tuple[str | None, ...]] = {
     "optim.name": ("novograd",),
     "schedule.name": ("cosine", "hold_poly"),
     "trainer.precision": ("32", "bf16", "16"),
+    "init.freeze": (None, "encoder"),
 }
 
 
@@ -319,6 +294,12 @@ def check_config(cfg: Config, source: str) -> None:
         cfg.optim.check("optim")
         cfg.schedule.check("schedule")
         cfg.trainer.check("trainer")
+        require(
+            cfg.init.freeze is None or bool(cfg.init.checkpoint),
+            "init.freeze",
+            "null unless init.checkpoint is set (--init): a random encoder would stay random",
+            cfg.init.freeze,
+        )
         # the schedules decay from optim.lr down to min_lr
         require(
             cfg.schedule.min_lr <= cfg.optim.lr,
@@ -383,9 +364,12 @@ def apply_options(
     *,
     train_manifest: Path | None = None,
     val_manifests: list[Path] | None = None,
+    init: Path | None = None,
+    freeze: str | None = None,
     **trainer: Any,
 ) -> Config:
-    """Command-line options over the config: manifests into `data`, the rest into `trainer` (None: keep).
+    """Command-line options over the config: manifests into `data`, `init`/`freeze` into `init`, the rest into
+    `trainer` (None: keep).
 
     Each option goes through the same type and range checks as the file, one at a time so that the error
     names it (`--batch-size: `trainer.batch_size` must be >= 1, got 0`), before anything is read or written.
@@ -396,6 +380,11 @@ def apply_options(
     if val_manifests:
         data = dataclasses.replace(data, val_manifests=tuple(str(m) for m in val_manifests))
     cfg = dataclasses.replace(cfg, data=data)  # paths: nothing to range-check
+    if init is not None:
+        cfg = dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, checkpoint=str(init)))
+    if freeze is not None:
+        changed = dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, freeze=freeze))
+        cfg = config_from_dict(config_to_dict(changed), "--freeze")
     for name, value in trainer.items():
         if value is not None:
             changed = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, **{name: value}))

@@ -319,6 +319,11 @@ def train_table(result: TrainResult) -> Table:
         )
     for name, m in result.last_val.items():
         table.add_row(f"last {name}", f"accuracy {100 * m['accuracy']:.2f}%, loss {m['loss']:.4f}")
+    if result.init is not None:
+        n_kept, n_new = len(result.init["labels_kept"]), len(result.init["labels_new"])
+        kept = f"{n_kept} of {n_kept + n_new} labels kept"
+        frozen = ", encoder frozen" if result.init.get("freeze") == "encoder" else ""
+        table.add_row("initialised from", f"{result.init['checkpoint']} ({kept}{frozen})")
     table.add_row("epochs / steps", f"{result.epochs_done} / {result.steps}")
     table.add_row("total time", _duration(result.total_s))
     processes = f" ({result.world_size} processes)" if result.world_size > 1 else ""

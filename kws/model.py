@@ -183,7 +183,21 @@ class Classifier(nn.Module):
         self.head = nn.Linear(c_in, n_classes)
         # None: channels-last on CPU, channels-first elsewhere; set it to compare the two (tests, benchmarks).
         self.channels_last: bool | None = None
+        self.encoder_frozen = False
         self.reset_parameters()
+
+    def freeze_encoder(self) -> None:
+        """Train the head only: the encoder's parameters get no gradient, and it stays in eval mode whatever
+        `train()` is called with, so its BatchNorm statistics and dropout are those of inference."""
+        self.encoder_frozen = True
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def reset_parameters(self) -> None:
         """The recipe's init: xavier_uniform on conv and linear weights, BN weight 1 and bias 0."""

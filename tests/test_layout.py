@@ -22,6 +22,7 @@ STAGES = (
     "features",
     "model",
     "optim",
+    "nemo",  # model import: a NeMo .nemo file read as a checkpoint
     "checkpoint",
     "exported",  # an exported model file, which evaluate and detect run like a checkpoint
     "train",

@@ -4,7 +4,7 @@ Heavy imports (torch) happen inside the commands so that `kws --help` answers in
 place where errors become exit codes: a `KWSError` prints `error: <message>` and exits 1; Ctrl-C exits 130
 (128 + SIGINT), SIGTERM 143. The commands live in the modules beside this one, one per step: dataset
 (`prepare`), training (`train`), evaluation (`evaluate`, `listen-errors`), detection (`detect`),
-deployment (`export`).
+deployment (`export`); model_import (`import-nemo`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 
 # isort: off
 # The commands register in pipeline order, the order `kws --help` lists them in.
-from kws.cli import dataset, training, evaluation, detection, deployment  # noqa: F401
+from kws.cli import dataset, training, model_import, evaluation, detection, deployment  # noqa: F401
 
 # isort: on
 from kws.cli.evaluation import _show_clip, evaluate  # noqa: F401  (the tests call them here)

@@ -13,7 +13,8 @@ from kws import __version__
 app = typer.Typer(
     name="kws",
     help="Keyword spotting: prepare Speech Commands or a synthesized dataset, train QuartzNet/MatchboxNet, "
-    "evaluate, listen to the errors, detect keywords in recordings, and export models that run outside kws.",
+    "fine-tune (also NeMo .nemo models), evaluate, listen to the errors, detect keywords in recordings, and "
+    "export models that run outside kws.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

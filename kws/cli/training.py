@@ -38,6 +38,16 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --run-dir from last.pt.")
     ] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start a new run from this checkpoint's weights (kws .pt or NeMo .nemo): its model and "
+            "features, its encoder, the classifier rows of shared labels (init.checkpoint)."
+        ),
+    ] = None,
+    freeze: Annotated[
+        str | None, typer.Option(help="encoder: with --init, train the classifier only (init.freeze).")
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -59,6 +69,11 @@ def train(
     from kws.console import train_table
     from kws.train.rundir import CONFIG_FILE
 
+    if init is not None and resume:
+        raise KWSError(
+            "--init starts a new run from a checkpoint's weights and --resume continues the run in --run-dir "
+            "from its last.pt; pass only one of them"
+        )
     if config is None:
         if resume and run_dir is not None and not (run_dir / CONFIG_FILE).is_file():
             raise KWSError(
@@ -73,6 +88,8 @@ def train(
         cfg,
         train_manifest=train_manifest,
         val_manifests=val_manifest,
+        init=init,
+        freeze=freeze,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,8 @@ class Run:
     interval_loss: Tensor = field(init=False)
     bad_step: Tensor = field(init=False)
     logged_at: float = field(init=False, default_factory=time.perf_counter)
+    # where the weights started (kws.train.warm_start's record, None: random), kept in checkpoints
+    init: dict[str, Any] | None = None
     interval_clips: int = 0  # over all ranks, since the last log record (the last batch may be short)
     clips_done: int = 0  # over all ranks, by this process since it started
 
@@ -222,6 +224,7 @@ def write_checkpoints(run: Run, names: tuple[str, ...]) -> None:
         run.st,
         run.world,
         run.device,
+        init=run.init,
     )
     for name in names:
         save_checkpoint(run.run_dir / name, state)

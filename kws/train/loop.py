@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,14 @@ from kws.train.resume import LoopState, read_last, restore
 from kws.train.rundir import BEST, CACHE_DIR, LAST, MetricsLog, check_run_dir, start_run_dir
 from kws.train.step import TrainInputs, train_step
 from kws.train.validation import set_names
+from kws.train.warm_start import (
+    adopt_architecture,
+    check_new_run,
+    describe,
+    keep_run_architecture,
+    load_init_weights,
+    read_init,
+)
 
 # `TrainInputs` and `train_step` are the loop's step, also imported from here (bench/)
 __all__ = ["TrainInputs", "TrainResult", "resolve_config", "train", "train_step"]
@@ -58,6 +67,7 @@ class TrainResult:
     world_size: int = 1
     is_main: bool = True
     notes: list[str] = field(default_factory=list)
+    init: dict[str, Any] | None = None  # where the weights started (kws.train.warm_start), None: random
 
 
 def train(
@@ -104,6 +114,16 @@ def _train(
     # all of them passed: a refused or failed start leaves the run in it as it was. The resolved config
     # (absolute manifest paths, the label list) is what config.yaml and checkpoints hold.
     cfg = resolve_config(cfg)
+    # --init: a new run on the checkpoint's model and features (config.yaml records them); a resumed run
+    # has its weights in last.pt already.
+    source, note = None, None
+    if resume:
+        cfg, note = keep_run_architecture(cfg, run_dir)
+    elif cfg.init.checkpoint:
+        check_new_run(run_dir, overwrite, Path(cfg.init.checkpoint))
+        source = distributed.in_turn(partial(read_init, Path(cfg.init.checkpoint)))
+        cfg, note = adopt_architecture(cfg, source)
+    notes += [note] if note else []
     labels, config = list(cfg.data.labels or ()), config_to_dict(cfg)
     check = partial(check_run_dir, run_dir, config, resume=resume, overwrite=overwrite)
     changed = distributed.run_where(main, check) or []
@@ -118,9 +138,16 @@ def _train(
 
     # Model, features, augmentation, optimizer, schedule. The same seed gives every process the same init.
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, cfg.features.n_mfcc, len(labels)).to(device)
+    model = build_model(cfg.model, cfg.features.n_mfcc, len(labels))
+    init = saved.get("init") if saved is not None else None
+    if source is not None:
+        init = load_init_weights(model, source, labels, cfg.init.freeze)
+        say(main, describe(init))
+    if cfg.init.freeze == "encoder":
+        model.freeze_encoder()
+    model = model.to(device)
     inputs = TrainInputs(cfg).to(device)
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
     n_steps_epoch = steps_per_epoch(train_set.n_clips, tc.batch_size, world)
     total_steps = n_steps_epoch * tc.epochs
     if tc.max_steps is not None:
@@ -153,6 +180,7 @@ def _train(
         st=st,
         log=MetricsLog(run_dir, st.step if resume else None, enabled=main),
         display=TrainDisplay(main),
+        init=init,
     )
 
     train_s, last_val = 0.0, {}
@@ -176,6 +204,7 @@ def _train(
         world_size=world,
         is_main=main,
         notes=notes,
+        init=init,
     )
 
 
@@ -199,7 +228,8 @@ def load_data(
 
 
 def resolve_config(cfg: Config) -> Config:
-    """Absolute manifest paths and an explicit label list (the sorted labels of the train manifest)."""
+    """Absolute manifest and --init paths and an explicit label list (the sorted labels of the train
+    manifest)."""
     data = cfg.data
     if not data.train_manifest:
         raise ConfigError(
@@ -213,4 +243,7 @@ def resolve_config(cfg: Config) -> Config:
         if not Path(m).is_file():
             raise ConfigError(f"validation manifest {m} does not exist; check --val-manifest")
     data = dataclasses.replace(data, train_manifest=str(train_manifest), val_manifests=vals, labels=labels)
-    return dataclasses.replace(cfg, data=data)
+    init = cfg.init
+    if init.checkpoint:
+        init = dataclasses.replace(init, checkpoint=str(Path(init.checkpoint).expanduser().resolve()))
+    return dataclasses.replace(cfg, data=data, init=init)

@@ -46,6 +46,7 @@ def checkpoint_state(
     st: LoopState,
     world: int,
     device: torch.device | None = None,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "config": config_to_dict(cfg),
@@ -66,6 +67,7 @@ def checkpoint_state(
         },
         "best_val_accuracy": st.best_val_accuracy,
         "loop": dataclasses.asdict(st),
+        "init": init,  # None: random initialisation; else kws.train.warm_start's record
     }
 
 
@@ -113,7 +115,8 @@ def _load_model(model: nn.Module, state: dict[str, Any], path: Path) -> None:
 def _first_line(exc: Exception) -> str:
     """load_state_dict lists every mismatch on its own line; the error stays one line."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(exc).__name__
+    text = " ".join(lines[:2]) if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + " ..."  # a list of 50 missing keys is not a message
 
 
 def restore(

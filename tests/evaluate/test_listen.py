@@ -8,7 +8,6 @@ import base64
 import io
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from kws.evaluate import listen
 from kws.evaluate.report import Misclassified, compute_report, write_report_files
 from kws.manifest import read_manifest
 from tests.helpers.chromium import FIRST_AUDIO_LOADED_JS, Chromium
+from tests.helpers.listening import Recorder, run_cli, scripted
 from tests.helpers.report_checks import PNG_SIGNATURE, assert_png
 from tests.helpers.speech_commands import build_speech_commands_tree
 
@@ -59,26 +59,6 @@ def eval_dir(tmp_path: Path) -> Path:
         for i, c in enumerate(y)
     ]
     return make_eval_dir(tmp_path, paths, LABELS, y)
-
-
-class Recorder:
-    """An AudioOutput that remembers what it was asked to play."""
-
-    def __init__(self) -> None:
-        self.played: list[np.ndarray] = []
-        self.stopped = 0
-
-    def play(self, samples: np.ndarray, sample_rate: int) -> None:
-        assert sample_rate == SAMPLE_RATE and samples.dtype == np.int16
-        self.played.append(samples.copy())
-
-    def stop(self) -> None:
-        self.stopped += 1
-
-
-def scripted(keys: list[str]) -> listen.KeySource:
-    it: Iterator[str] = iter(keys)
-    return lambda: next(it, "q")
 
 
 def test_sort_orders(eval_dir: Path) -> None:
@@ -216,14 +196,6 @@ def test_play_stops_at_the_end(eval_dir: Path) -> None:
     summary = listen.play_session(eval_dir, errors, output=recorder, keys=scripted(["n", "n", "n"]))
     assert len(recorder.played) == 2 and summary.n_heard == 2 and summary.marked == []
     assert not (eval_dir / listen.SUSPECT_FILE).exists()
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["kws", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    return int(exit_info.value.code or 0)
 
 
 def test_cli_play_without_sounddevice_fails_before_any_work(

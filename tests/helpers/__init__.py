@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
@@ -34,3 +36,27 @@ def kws(
         text=True,
         timeout=timeout,
     )
+
+
+def kws_here(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str | Path,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`kws(...)` in this process: the same entry point and error boundary, without a new interpreter's
+    seconds of imports; for commands that fail fast or do little work."""
+    from kws import cli
+
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setattr(sys, "argv", ["kws", *map(str, args)])
+    capsys.readouterr()
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["kws", *map(str, args)], code, out, err)
