@@ -28,6 +28,8 @@ from kws.train.rundir import BEST, CURVES_FILE, LAST, MetricsLog, write_curves
 from kws.train.step import TrainInputs, train_step
 from kws.train.validation import validate
 
+CHECKPOINT_EVERY_STEPS = 50  # at most one epoch-end last.pt (and curves.png) per this many steps
+
 
 @dataclass
 class Run:
@@ -59,6 +61,9 @@ class Run:
     # where the weights started (kws.train.warm_start's record, None: random), kept in checkpoints
     init: dict[str, Any] | None = None
     interval_clips: int = 0  # over all ranks, since the last log record (the last batch may be short)
+    saved_step: int = (
+        -CHECKPOINT_EVERY_STEPS
+    )  # the step of the last epoch-end last.pt (the first always writes)
     clips_done: int = 0  # over all ranks, by this process since it started
 
     def __post_init__(self) -> None:
@@ -154,9 +159,14 @@ def end_epoch(run: Run, started: float) -> dict[str, dict[str, float]]:
         }
     )
     run.display.print(epoch_line(st, run.n_epochs, train_loss, val))
-    save(run, LAST)
-    if run.main:
-        write_curves(run.run_dir / CURVES_FILE, run.log.records)
+    # Epochs of a few steps (fine-tuning on a few clips) would spend most of their time writing last.pt and
+    # drawing curves: those wait for CHECKPOINT_EVERY_STEPS steps (a step count, so that every DDP process
+    # decides alike) or the end. Ctrl-C and SIGTERM still write last.pt at the step they stop at (`stop`).
+    if st.step - run.saved_step >= CHECKPOINT_EVERY_STEPS or st.step >= run.total_steps:
+        save(run, LAST)
+        run.saved_step = st.step
+        if run.main:
+            write_curves(run.run_dir / CURVES_FILE, run.log.records)
     run.logged_at = time.perf_counter()
     return val
 

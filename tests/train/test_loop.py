@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kws.checkpoint import load_for_inference
+from kws.checkpoint import load_checkpoint, load_for_inference
 from kws.config import apply_options, load_config
 from kws.errors import CheckpointError, DataError
 from kws.manifest import Entry, read_manifest, write_manifest
@@ -335,3 +335,25 @@ def test_gpu_bf16_run_keeps_the_train_set_on_the_device(data: dict[str, Path], t
     assert result.steps == 12 and result.best_val_accuracy is not None
     loaded = load_for_inference(tmp_path / "run" / "best.pt", torch.device("cuda"))
     assert next(loaded.model.parameters()).is_cuda
+
+
+def test_epochs_of_one_step_write_last_pt_every_n_steps_and_at_the_end(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fine-tuning on a few clips: an epoch is one step; last.pt and curves.png wait for N steps (50; 3
+    here, to keep the test short)."""
+    from kws.train import epoch
+
+    monkeypatch.setattr(epoch, "CHECKPOINT_EVERY_STEPS", 3)
+    cfg = smoke_config(data, f"data.cache_dir={tmp_path / 'cache'}", epochs=20, max_steps=8, batch_size=128)
+    on_disk: dict[int, int] = {}
+
+    def look(step: int) -> None:
+        if step in (2, 3, 5):
+            on_disk[step] = int(load_checkpoint(tmp_path / "run" / "last.pt")["step"])
+
+    result = train(cfg, tmp_path / "run", on_step=look)
+    assert result.steps == 8 and result.epochs_done == 8
+    assert on_disk == {2: 1, 3: 1, 5: 4}  # after epochs 1, 4 and 7 only
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 8
+    assert (tmp_path / "run" / "curves.png").is_file()
