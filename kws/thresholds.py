@@ -47,4 +47,10 @@ def read_thresholds(path: Path) -> dict[str, Any]:
     for key in (*TIMING_KEYS, "target_fa_per_hour"):
         if isinstance(data.get(key), (int, float)):
             out[key] = float(data[key])
+    for key in (
+        "checkpoint",
+        "checkpoint_sha256",
+    ):  # what they were chosen for (files before 2026-11-28: none)
+        if isinstance(data.get(key), str) and data[key]:
+            out[key] = data[key]
     return out

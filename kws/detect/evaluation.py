@@ -221,6 +221,7 @@ def evaluate_streams(
         detections=[d for m in matches for d in m.matched],
         checkpoint=str(Path(loaded.checkpoint).resolve()),
         checkpoint_step=loaded.step,
+        checkpoint_sha256=file_sha256(Path(loaded.checkpoint)) if Path(loaded.checkpoint).is_file() else "",
         manifest=str(manifest.resolve()),
         manifest_sha256=file_sha256(manifest),
         scoring_s=scoring_s,

@@ -60,6 +60,7 @@ class StreamReport:
     detections: list[Matched] = field(default_factory=list, repr=False)  # detections.jsonl
     checkpoint: str = ""
     checkpoint_step: int | None = None
+    checkpoint_sha256: str = ""
     manifest: str = ""
     manifest_sha256: str = ""
     scoring_s: float = 0.0  # wall-clock seconds of running the model over the audio
@@ -134,6 +135,10 @@ def thresholds_to_dict(report: StreamReport) -> dict[str, Any]:
         "hop_s": o["hop_s"],
         "smooth_s": o["smooth_s"],
         "refractory_s": o["refractory_s"],
+        # the model they were chosen for: `kws export` notes thresholds of another checkpoint
+        "checkpoint": Path(report.checkpoint).name if report.checkpoint else "",
+        "checkpoint_sha256": report.checkpoint_sha256,
+        "checkpoint_step": report.checkpoint_step,
     }
 
 

@@ -188,8 +188,16 @@ def export_model(
     metadata = base_metadata(loaded, "fp32")
     source, note = _thresholds_file(checkpoint, thresholds)
     if source is not None:
-        metadata = metadata.with_thresholds(read_thresholds(source))
-        if quantize:
+        saved = read_thresholds(source)
+        metadata = metadata.with_thresholds(saved)
+        chosen_for = saved.get("checkpoint_sha256")
+        if chosen_for and metadata.source_sha256 and chosen_for != metadata.source_sha256:
+            note = (
+                f"the thresholds in {source} were chosen for another checkpoint "
+                f"({saved.get('checkpoint', 'unknown')}); run the stream evaluation on this one "
+                f"(`kws evaluate {checkpoint} STREAM_MANIFEST`) and export again"
+            )
+        elif quantize:
             note = (
                 "the thresholds were chosen on the checkpoint's scores; check them on the int8 file with "
                 f"`kws evaluate {out} STREAM_MANIFEST`"

@@ -30,6 +30,7 @@ from kws.detect.evaluation import (
 from kws.detect.matching import DEFAULT_TOLERANCE_S
 from kws.detect.sweep import det_curve
 from kws.errors import DataError
+from kws.files import file_sha256
 from kws.manifest import Entry, write_manifest
 from kws.stream_manifest import Event, Stream, write_stream_manifest
 from kws.thresholds import DEFAULT_HOP_S, DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S
@@ -135,7 +136,8 @@ def test_report_thresholds_detections_and_det(evaluated: Evaluated) -> None:
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert thresholds == {
         "target_fa_per_hour": 300.0, "thresholds": report["thresholds"], "hop_s": 0.2, "smooth_s": 0.3,
-        "refractory_s": 1.0,
+        "refractory_s": 1.0, "checkpoint": evaluated.checkpoint.name,
+        "checkpoint_sha256": file_sha256(evaluated.checkpoint), "checkpoint_step": report["checkpoint_step"],
     }  # fmt: skip
     assert_png(out / "det.png", (600, 400))
 

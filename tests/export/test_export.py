@@ -367,7 +367,9 @@ def test_thresholds_are_found_in_the_only_stream_evaluation_and_odd_clips_are_re
     checkpoint = fresh(trained, tmp_path)
     evaluation = checkpoint.parent / "eval" / "streams_manifest"
     evaluation.mkdir(parents=True)
-    (evaluation / "thresholds.json").write_text(json.dumps({"thresholds": {"up": 0.55}}))
+    # chosen for another checkpoint (an earlier training of this run dir, say): embedded, with a note
+    chosen_for = {"checkpoint": "last.pt", "checkpoint_sha256": "0" * 64}
+    (evaluation / "thresholds.json").write_text(json.dumps({"thresholds": {"up": 0.55}, **chosen_for}))
     entries = read_manifest(validation(trained))
     odd = []
     for i, n_samples in enumerate((9600, 24000)):  # 0.6 s and 1.5 s
@@ -379,6 +381,9 @@ def test_thresholds_are_found_in_the_only_stream_evaluation_and_odd_clips_are_re
     proc = kws("export", checkpoint, "--check", tmp_path / "check.json")
     assert proc.returncode == 0, proc.stderr
     assert f"thresholds: 1 keywords from {evaluation / 'thresholds.json'}" in proc.stdout
+    assert (
+        "were chosen for another checkpoint (last.pt); run the stream evaluation on this one" in proc.stdout
+    )
     assert load_onnx(checkpoint.with_name("best.onnx")).metadata.thresholds == {"up": 0.55}
     assert "the checkpoint on the clips as they are (`kws evaluate`): accuracy" in proc.stdout
     checked = read_manifest(tmp_path / "check.json")
