@@ -37,7 +37,7 @@ def detect(
     device: Annotated[str, typer.Option(help="auto (GPU when available), cpu or cuda.")] = "auto",
 ) -> None:
     """Find keywords in recordings (or live from the microphone): time, label and score of each detection."""
-    from kws.detect.detector import keyword_thresholds, resolve_settings
+    from kws.detect.detector import foreign_thresholds, keyword_thresholds, resolve_settings
 
     if bool(audio) == mic:
         raise KWSError("pass recordings to scan or --mic, not both and not neither; see `kws detect --help`")
@@ -66,6 +66,9 @@ def detect(
         + ", ".join(f"{k} {v:g}" if v <= 1 else f"{k} off" for k, v in chosen.items()),
         err=True,
     )
+    note = foreign_thresholds(thresholds, loaded) if thresholds is not None else None
+    if note:
+        typer.echo(note, err=True)
     with signal_exit_code():
         if mic:
             from kws.detect.live import LiveDetector, microphone_blocks, run_live

@@ -47,6 +47,28 @@ class DetectSettings:
     source: str = "defaults"  # where the thresholds came from, for the printout
 
 
+def foreign_thresholds(thresholds_file: Path, model: LoadedModel | OnnxModel) -> str | None:
+    """A note when `thresholds_file` names another checkpoint than `model` (its file, or for an exported
+    model the checkpoint it came from) as the one its thresholds were chosen for; None when it matches or
+    does not say (files written before it did)."""
+    from kws.files import file_sha256
+
+    saved = read_thresholds(thresholds_file)
+    chosen_for = saved.get("checkpoint_sha256")
+    if not chosen_for:
+        return None
+    ours = {file_sha256(Path(model.checkpoint))} if Path(model.checkpoint).is_file() else set()
+    if isinstance(model, OnnxModel) and model.metadata.source_sha256:
+        ours.add(model.metadata.source_sha256)
+    if chosen_for in ours:
+        return None
+    return (
+        f"note: the thresholds in {thresholds_file} were chosen for another checkpoint "
+        f"({saved.get('checkpoint', 'unknown')}); run the stream evaluation on this model "
+        f"(`kws evaluate {model.checkpoint} STREAM_MANIFEST`) for its own"
+    )
+
+
 def resolve_settings(
     *,
     thresholds_file: Path | None,

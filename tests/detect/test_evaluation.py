@@ -179,6 +179,16 @@ def test_thresholds_json_gives_kws_detect_the_same_detections(evaluated: Evaluat
     keys = ("audio_filepath", "time_s", "label", "score")
     ours = [tuple(d[k] for k in keys) for d in read_jsonl(evaluated.out_dir / "detections.jsonl")]
     assert [tuple(d[k] for k in keys) for d in read_jsonl(out)] == ours
+    assert "chosen for another checkpoint" not in proc.stderr
+
+    # the same file, as if chosen for another checkpoint: a note, the same detections
+    saved = json.loads((evaluated.out_dir / "thresholds.json").read_text())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**saved, "checkpoint": "old.pt", "checkpoint_sha256": "0" * 64}))
+    proc = kws("detect", evaluated.checkpoint, *wavs, "--thresholds", other, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: the thresholds in {other} were chosen for another checkpoint (old.pt)" in proc.stderr
+    assert [tuple(d[k] for k in keys) for d in read_jsonl(out)] == ours
 
 
 def test_det_curve_of_a_real_model_is_monotone(evaluated: Evaluated) -> None:
