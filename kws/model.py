@@ -270,6 +270,11 @@ def _fold_into(conv: MaskedConv1d, bn: nn.BatchNorm1d) -> None:
     conv.bias = nn.Parameter(shift)
 
 
+def mismatch_line(exc: RuntimeError) -> str:
+    """The first mismatch `load_state_dict` lists (its message is a header, then one line per key)."""
+    return next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters (BatchNorm running statistics are buffers, not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

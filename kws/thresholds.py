@@ -54,3 +54,13 @@ def read_thresholds(path: Path) -> dict[str, Any]:
         if isinstance(data.get(key), str) and data[key]:
             out[key] = data[key]
     return out
+
+
+def chosen_for_another(saved: dict[str, Any], checkpoint_sha256s: set[str]) -> str | None:
+    """The checkpoint a thresholds file (read_thresholds) names as the one its thresholds were chosen for,
+    when that is none of `checkpoint_sha256s` (the model at hand); None when it is, or the file does not
+    say (older files) or nothing is known of the model."""
+    chosen_for = saved.get("checkpoint_sha256")
+    if not chosen_for or not checkpoint_sha256s or chosen_for in checkpoint_sha256s:
+        return None
+    return str(saved.get("checkpoint") or "unknown")

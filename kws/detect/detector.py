@@ -33,6 +33,7 @@ from kws.thresholds import (
     DEFAULT_SMOOTH_S,
     DEFAULT_THRESHOLD,
     TIMING_KEYS,
+    chosen_for_another,
     read_thresholds,
 )
 
@@ -53,18 +54,15 @@ def foreign_thresholds(thresholds_file: Path, model: LoadedModel | OnnxModel) ->
     does not say (files written before it did)."""
     from kws.files import file_sha256
 
-    saved = read_thresholds(thresholds_file)
-    chosen_for = saved.get("checkpoint_sha256")
-    if not chosen_for:
-        return None
     ours = {file_sha256(Path(model.checkpoint))} if Path(model.checkpoint).is_file() else set()
     if isinstance(model, OnnxModel) and model.metadata.source_sha256:
         ours.add(model.metadata.source_sha256)
-    if chosen_for in ours:
+    other = chosen_for_another(read_thresholds(thresholds_file), ours)
+    if other is None:
         return None
     return (
         f"note: the thresholds in {thresholds_file} were chosen for another checkpoint "
-        f"({saved.get('checkpoint', 'unknown')}); run the stream evaluation on this model "
+        f"({other}); run the stream evaluation on this model "
         f"(`kws evaluate {model.checkpoint} STREAM_MANIFEST`) for its own"
     )
 

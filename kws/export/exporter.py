@@ -36,7 +36,7 @@ from kws.export.parity import (
 from kws.exported import ONNX_SUFFIX, ExportMetadata, fit_window, load_onnx
 from kws.files import atomic_path, file_sha256
 from kws.manifest import check_manifest_path, read_manifest
-from kws.thresholds import THRESHOLDS_FILE, read_thresholds
+from kws.thresholds import THRESHOLDS_FILE, chosen_for_another, read_thresholds
 
 FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("int8",)
@@ -190,11 +190,11 @@ def export_model(
     if source is not None:
         saved = read_thresholds(source)
         metadata = metadata.with_thresholds(saved)
-        chosen_for = saved.get("checkpoint_sha256")
-        if chosen_for and metadata.source_sha256 and chosen_for != metadata.source_sha256:
+        other = chosen_for_another(saved, {metadata.source_sha256} - {""})
+        if other is not None:
             note = (
                 f"the thresholds in {source} were chosen for another checkpoint "
-                f"({saved.get('checkpoint', 'unknown')}); run the stream evaluation on this one "
+                f"({other}); run the stream evaluation on this one "
                 f"(`kws evaluate {checkpoint} STREAM_MANIFEST`) and export again"
             )
         elif quantize:

@@ -15,7 +15,7 @@ from kws.config import config_from_dict, config_to_dict
 from kws.errors import CheckpointError, ConfigError
 from kws.features import FeatureExtractor
 from kws.files import file_sha256
-from kws.model import build_model
+from kws.model import build_model, mismatch_line
 from kws.nemo import settings
 from kws.nemo.archive import read_nemo
 from kws.nemo.weights import FRONT_END, check_front_end, kws_state_dict
@@ -56,7 +56,7 @@ def nemo_checkpoint(path: Path) -> dict[str, Any]:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        first = mismatch_line(exc)
         raise CheckpointError(
             f"{path.name}: its weights do not fit its config ({first}); the file is damaged"
         ) from None

@@ -22,7 +22,7 @@ from kws.config import Config, config_from_dict
 from kws.errors import CheckpointError, ConfigError
 from kws.exported import is_exported, is_torchscript
 from kws.files import file_sha256
-from kws.model import Classifier
+from kws.model import Classifier, mismatch_line
 from kws.train.rundir import BEST, LAST, read_run_config
 
 
@@ -77,26 +77,27 @@ def check_new_run(run_dir: Path, overwrite: bool, init: Path) -> None:
         )
 
 
-def adopt_architecture(cfg: Config, source: InitSource) -> tuple[Config, str | None]:
-    """`cfg` with the model and the feature settings of `source` (its weights mean something only with them),
-    keeping the run's training-time VTLP; and a note naming what the run's config said otherwise."""
+def _with_architecture(cfg: Config, other: Config, *sections: str) -> tuple[Config, list[str]]:
+    """`cfg` with `other`'s model and features (its weights mean something only with them) and the other
+    `sections`, keeping `cfg`'s training-time VTLP; and the sections that changed."""
     features = dataclasses.replace(
-        source.config.features, vtlp_range=cfg.features.vtlp_range, vtlp_prob=cfg.features.vtlp_prob
+        other.features, vtlp_range=cfg.features.vtlp_range, vtlp_prob=cfg.features.vtlp_prob
     )
-    differ = [
-        name
-        for name, ours, theirs in (
-            ("model", cfg.model, source.config.model),
-            ("features", cfg.features, features),
-        )
-        if dataclasses.asdict(ours) != dataclasses.asdict(theirs)
-    ]
+    taken = {"model": other.model, "features": features, **{k: getattr(other, k) for k in sections}}
+    differ = [k for k, v in taken.items() if dataclasses.asdict(v) != dataclasses.asdict(getattr(cfg, k))]
+    return dataclasses.replace(cfg, **taken), differ
+
+
+def adopt_architecture(cfg: Config, source: InitSource) -> tuple[Config, str | None]:
+    """`cfg` with the model and the feature settings of `source`, keeping the run's training-time VTLP;
+    and a note naming what the run's config said otherwise."""
+    adopted, differ = _with_architecture(cfg, source.config)
     note = (
         f"note: the {' and '.join(differ)} settings come from --init {source.path.name}, not the config"
         if differ
         else None
     )
-    return dataclasses.replace(cfg, features=features, model=source.config.model), note
+    return adopted, note
 
 
 @torch.no_grad()
@@ -110,7 +111,7 @@ def load_init_weights(
     try:
         model.encoder.load_state_dict(encoder)
     except RuntimeError as exc:
-        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        first = mismatch_line(exc)
         raise CheckpointError(
             f"the encoder of --init {source.path} does not fit its own config ({first})"
         ) from None
@@ -155,20 +156,11 @@ def keep_run_architecture(cfg: Config, run_dir: Path) -> tuple[Config, str | Non
         run = config_from_dict(recorded, source=f"{Path(run_dir) / 'config.yaml'}")
     except ConfigError:
         return cfg, None  # check_run_dir reports an unreadable config
-    features = dataclasses.replace(
-        run.features, vtlp_range=cfg.features.vtlp_range, vtlp_prob=cfg.features.vtlp_prob
-    )
-    kept = dataclasses.replace(cfg, model=run.model, features=features, init=run.init)
-    same = all(
-        dataclasses.asdict(getattr(kept, k)) == dataclasses.asdict(getattr(cfg, k))
-        for k in ("model", "features", "init")
-    )
+    kept, differ = _with_architecture(cfg, run, "init")
     note = (
-        None
-        if same
-        else (
-            f"note: {run_dir} was started with --init {Path(str(run.init.checkpoint)).name}: resuming with "
-            "its model, features and init settings (config.yaml), not the config's"
-        )
+        f"note: {run_dir} was started with --init {Path(str(run.init.checkpoint)).name}: resuming with "
+        "its model, features and init settings (config.yaml), not the config's"
+        if differ
+        else None
     )
     return kept, note
