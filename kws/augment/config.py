@@ -117,6 +117,9 @@ class AugmentConfig:
     freq_width: int = 15
     time_masks: int = 2
     time_width: int = 25
+    # Mixup (off in the recipe): every batch's features are mixed with the batch's own clips in another
+    # order, weights Beta(a, a), and the loss mixed alike (kws.train.step).
+    mixup_alpha: float = 0.0
     # Robustness stages (issue 7, kws/augment/stages.py), all off in the recipe: the waveform stages named in
     # `order` run in that order before the time shift and white noise, each on a share `<stage>.prob` of
     # the clips.
@@ -144,6 +147,7 @@ class AugmentConfig:
             at_least(f"{key}.{name}", getattr(self, name), 0)
         for name in ("cutout_freq", "cutout_time", "freq_width", "time_width"):  # widths
             at_least(f"{key}.{name}", getattr(self, name), 0)
+        at_least(f"{key}.mixup_alpha", self.mixup_alpha, 0)
         for i, stage in enumerate(self.order):
             require(stage in WAVE_STAGES, f"{key}.order[{i}]", f"one of {list(WAVE_STAGES)}", stage)
         if len(set(self.order)) != len(self.order):

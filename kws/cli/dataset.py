@@ -58,6 +58,13 @@ def prepare(
         typer.Option(help="tts: also write this many keyword streams and >= 1 h of keyword-free ones."),
     ] = 0,
     stream_minutes: Annotated[float, typer.Option(help="tts: minutes of each stream recording.")] = 10.0,
+    engines: Annotated[
+        str | None,
+        typer.Option(
+            help="tts: comma-separated synthesizers that take the speakers in turn: espeak-ng, flite, "
+            "festival, piper:VOICE.onnx (default: espeak-ng)."
+        ),
+    ] = None,
     exclude: Annotated[
         Path | None, typer.Option(help="File listing clips (one path a line) to leave out.")
     ] = None,
@@ -71,8 +78,10 @@ def prepare(
         if dataset == "speech_commands":
             from kws.prepare.speech_commands import prepare_speech_commands
 
-            if unknown_words is not None or streams:
-                raise KWSError("--unknown-words and --streams are options of --dataset tts; drop them")
+            if unknown_words is not None or streams or engines is not None:
+                raise KWSError(
+                    "--unknown-words, --streams and --engines are options of --dataset tts; drop them"
+                )
 
             result = prepare_speech_commands(
                 data_root,
@@ -85,6 +94,7 @@ def prepare(
                 source=source,
             )
         elif dataset == "tts":
+            from kws.prepare.tts.engines import parse_engines
             from kws.prepare.tts.keywords import parse_unknown_words, parse_words
             from kws.prepare.tts.source import prepare_tts
 
@@ -99,6 +109,7 @@ def prepare(
                 unknown_words=parse_unknown_words(unknown_words),
                 n_streams=streams,
                 stream_minutes=stream_minutes,
+                engines=parse_engines(engines),
             )
         else:
             raise KWSError(f"unknown --dataset {dataset!r}; use speech_commands or tts")

@@ -118,6 +118,8 @@ def train_epoch(
             batch,
             generator,
             run.precision,
+            label_smoothing=tc.label_smoothing,
+            mixup_alpha=run.cfg.augment.mixup_alpha,
         )
         run.interval_loss += loss
         run.bad_step.masked_fill_((run.bad_step < 0) & ~loss.isfinite(), st.step + 1)

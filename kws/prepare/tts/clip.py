@@ -2,8 +2,8 @@
 to 16 kHz (a little faster when it is too long) and place it at a random level and offset; or, for running
 speech longer than a clip, cut a random second out of it.
 
-The TTS source, its speaking styles (kws.prepare.tts.styles) and the held-out flite speakers
-(kws.prepare.tts.flite) all cut and fit their speech here, so a change to the clip recipe happens once.
+The TTS source, its speaking styles (kws.prepare.tts.styles) and every engine's speakers
+(kws.prepare.tts.engines) cut and fit their speech here, so a change to the clip recipe happens once.
 """
 
 from __future__ import annotations
@@ -53,14 +53,19 @@ def active_frames(audio: np.ndarray, rate: int, frame_s: float) -> tuple[np.ndar
 def trim(
     audio: np.ndarray, rate: int, *, frame_s: float = TRIM_FRAME_S, margin_s: float = TRIM_MARGIN_S
 ) -> np.ndarray:
-    """The audio from its first to its last speech frame, plus `margin_s` each side where there is audio;
-    empty for silence."""
+    """The audio from its first to its last speech frame, plus `margin_s` each side (silence where the audio
+    has none: speech that starts or ends at the audio's edge still gets its margin, so that a clip never
+    starts or ends mid-word); empty for silence."""
     on, frame = active_frames(audio, rate, frame_s)
     idx = np.flatnonzero(on)
     if len(idx) == 0:
         return audio[:0]
     margin = round(margin_s * rate)
-    return audio[max(0, idx[0] * frame - margin) : min(len(audio), (idx[-1] + 1) * frame + margin)]
+    start, end = idx[0] * frame - margin, (idx[-1] + 1) * frame + margin
+    out = audio[max(0, start) : min(len(audio), end)]
+    if start < 0 or end > len(audio):
+        out = np.pad(out, (max(0, -start), max(0, end - len(audio))))
+    return out
 
 
 def fade(audio: np.ndarray, rate: int, seconds: float = FADE_S, ramp: Ramp = "raised_cosine") -> np.ndarray:

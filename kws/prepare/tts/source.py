@@ -1,4 +1,6 @@
-"""`kws prepare --dataset tts`: keywords spoken by synthetic espeak-ng speakers, in Speech Commands layout.
+"""`kws prepare --dataset tts`: keywords spoken by synthetic speakers, in Speech Commands layout. The
+speakers are espeak-ng's, or with `--engines` taken in turn by espeak-ng, flite, Festival and Piper voices
+(kws.prepare.tts.engines).
 
 DATA_ROOT/NAME/ gets `<word>/<speakerid>_nohash_<k>.wav` (16 kHz mono int16, exactly 1.0 s),
 `_background_noise_/` (numpy noises, kws.prepare.tts.noise), `validation_list.txt` and `testing_list.txt`
@@ -10,7 +12,7 @@ keyword events (kws.prepare.tts.streams).
 
 A word's folder (and class label) is the word with spaces turned into `_` and apostrophes dropped
 (kws.prepare.tts.keywords). Clip k of speaker s of a word depends only on (seed, word, s, k)
-and the espeak-ng version, so runs are byte-identical whatever the worker count, and a larger --speakers or
+and the engines' versions, so runs are byte-identical whatever the worker count, and a larger --speakers or
 --clips-per-speaker only adds files. `.kws_tts.json` records what was synthesized (keywords and unknown
 words), so a re-run skips the clips already on disk and removes those no longer asked for (the unknown
 words' clips too, when `--classes all` follows `sub`); a run that was killed or stopped (Ctrl-C,
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import re
 import time
@@ -43,6 +44,16 @@ from kws.interrupt import sigterm_as_interrupt
 from kws.prepare.pool import exit_if_orphaned, process_pool
 from kws.prepare.splits import ManifestOptions, PrepareResult, build_manifests, check_options
 from kws.prepare.tts.clip import cut_clip, speech_to_clip
+from kws.prepare.tts.engines import (
+    EngineSpec,
+    EngineVoice,
+    describe,
+    draw_speakers,
+    engine_versions,
+    hurried,
+    say,
+    vary,
+)
 from kws.prepare.tts.keywords import WORD_RE, check_words, word_folder
 from kws.prepare.tts.keywords import parse_words as parse_words  # bench/ imports it from here
 from kws.prepare.tts.noise import NOISE_KINDS, NOISE_SAMPLES, make_noise, write_background_noises
@@ -56,16 +67,23 @@ from kws.prepare.tts.unknown_words import (
     n_unknown_clips,
     write_unknown_json,
 )
-from kws.prepare.tts.voices import WORD_GAP, Draw, Speaker, Voice, draw_speakers, espeak_version, jitter
+from kws.prepare.tts.voices import (
+    ESPEAK,
+    MAX_RATE_WPM,
+    WORD_GAP,
+    Draw,
+    Speaker,
+    Voice,
+    espeak_version,
+)
 
 STAMP = ".kws_tts.json"
-STAMP_FORMAT = 1  # bump when a change to the synthesis alters the audio, so old clips are redone
+STAMP_FORMAT = 2  # bump when a change to the synthesis alters the audio, so old clips are redone (2: margins)
 CLIP_RE = re.compile(r"[0-9a-f]{8}_nohash_\d+\.wav|\..*\.tmp-\d+")  # files this module writes in word folders
 
 # Synthesis (trimming, fitting and placing the speech: kws.prepare.tts.clip)
 TASK_CHUNK = 16  # clips per worker task: amortizes the inter-process round trip
 MAX_SPEED_UP = 1.25  # beyond this, re-synthesize at a faster espeak-ng rate instead of resampling harder
-MAX_RATE_WPM = 450  # espeak-ng's fastest rate
 # Before synthesis, each keyword is spoken once as slowly as a clip can make it at MAX_RATE_WPM: the widest
 # word gap and, in the rich style, the slowest <prosody rate>. Accents and variants change the length at one
 # rate by a few percent, hence the margin.
@@ -110,23 +128,28 @@ def check_fits(words: list[str], style: str, workers: int = 1, option: str = "--
 
 def render_clip(task: ClipTask) -> np.ndarray:
     """The clip's int16 samples `(CLIP_SAMPLES,)`: speech at a random offset and gain, maybe with noise."""
+    return float_to_int16(_add_noise(*clean_clip(task), task.draw()))
+
+
+def clean_clip(task: ClipTask) -> tuple[np.ndarray, np.ndarray]:
+    """(the 16 kHz speech as placed, the float clip `(CLIP_SAMPLES,)`) before any noise is added."""
     draw = task.draw()
-    voice = jitter(task.speaker.voice, draw)
+    voice = vary(task.speaker.voice, draw)
     style = draw_style(draw, task.style)
-    speech, rate = spoken(voice, task.word, style)
-    if len(speech) == 0:
-        raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
+    speech, rate = _said(voice, task.word, style)
     if task.phrase:
-        speech, clip = cut_clip(speech, rate, draw)
-        return float_to_int16(_add_noise(speech, clip, draw))
-    if len(speech) * SAMPLE_RATE > MAX_SPEED_UP * CLIP_SAMPLES * rate:  # far too long: ask espeak-ng to hurry
-        factor = len(speech) * SAMPLE_RATE / (CLIP_SAMPLES * rate) * 1.05
-        voice = replace(voice, rate_wpm=min(MAX_RATE_WPM, math.ceil(voice.rate_wpm * factor)))
-        speech, rate = spoken(voice, task.word, style)
-        if len(speech) == 0:
-            raise KWSError(f"espeak-ng produced silence for {task.word!r} with voice {voice.key()}")
-    speech, clip = speech_to_clip(speech, rate, draw)
-    return float_to_int16(_add_noise(speech, clip, draw))
+        return cut_clip(speech, rate, draw)
+    if len(speech) * SAMPLE_RATE > MAX_SPEED_UP * CLIP_SAMPLES * rate:  # far too long: the engine hurries
+        voice = hurried(voice, len(speech) * SAMPLE_RATE / (CLIP_SAMPLES * rate) * 1.05)
+        speech, rate = _said(voice, task.word, style)
+    return speech_to_clip(speech, rate, draw)
+
+
+def _said(voice: Voice | EngineVoice, word: str, style: Style) -> tuple[np.ndarray, int]:
+    speech, rate = say(voice, word, style)
+    if len(speech) == 0:
+        raise KWSError(f"{describe(voice)} produced silence for {word!r}")
+    return speech, rate
 
 
 def _add_noise(speech: np.ndarray, clip: np.ndarray, draw: Draw) -> np.ndarray:
@@ -176,13 +199,15 @@ def prepare_tts(
     n_streams: int = 0,
     stream_minutes: float = STREAM_MINUTES,
     free_minutes: float | None = None,
+    engines: Sequence[EngineSpec] = (),
 ) -> PrepareResult:
     """Synthesize DATA_ROOT/NAME/ (skipping clips already there), write the split lists and noises, then the
     manifests. Notes in the result say how many clips were synthesized and how fast. `style` "plain" says
     each keyword alone in the speaker's voice; "rich" varies prosody, carrier phrases and intonation per clip
     (kws.prepare.tts.styles). With `opts.classes` "sub" the speakers also say non-keywords for `unknown`
     (`unknown_words` added to the built-in ones: kws.prepare.tts.unknown_words). `n_streams` > 0 also writes
-    long recordings (kws.prepare.tts.streams); `free_minutes` overrides their keyword-free total."""
+    long recordings (kws.prepare.tts.streams); `free_minutes` overrides their keyword-free total. `engines`
+    (default espeak-ng alone) take the speakers in turn (kws.prepare.tts.engines)."""
     check_options(opts)
     words = check_words(list(words))
     if style not in STYLE_STYLE:
@@ -198,15 +223,23 @@ def prepare_tts(
     unknown_words = check_words(list(unknown_words), "--unknown-words") if unknown_words else []
     check_stream_options(n_streams, stream_minutes, free_minutes)
     opts = replace(opts, keywords=tuple(word_folder(w) for w in words))
-    version = espeak_version()
+    version = espeak_version()  # espeak-ng also phonemizes the unknown words and sizes every keyword
+    others = engine_versions(engines)  # before any work: a missing engine names its install command
     dataset_dir = Path(data_root).resolve() / name
-    content = {"format": STAMP_FORMAT, "espeak_ng": version, "seed": opts.seed, "style": style}
+    content: dict[str, Any] = {
+        "format": STAMP_FORMAT,
+        "espeak_ng": version,
+        "seed": opts.seed,
+        "style": style,
+    }
+    if not _espeak_alone(engines):  # espeak-ng alone keeps the stamp of earlier runs
+        content["engines"] = {s.label: others.get(s.label, version) for s in engines}
     old = _read_stamp(dataset_dir)
     if old is not None and "style" not in old:  # written before --style existed: plain
         old = {**old, "style": "plain"}
     reuse = old is not None and all(old.get(k) == v for k, v in content.items())
 
-    speakers = draw_speakers(opts.seed, n_speakers)
+    speakers = draw_speakers(opts.seed, n_speakers, engines)
     split = assign_splits([s.id for s in speakers])  # before synthesis: too few speakers is an error
     streams = StreamPlan.build(
         n_streams, stream_minutes, free_minutes, words, speakers, split, seed=opts.seed, style=style
@@ -237,6 +270,7 @@ def prepare_tts(
     ]
     # Before anything is written: a word too long for a clip is refused, not squeezed (only the words with
     # clips to make, so a re-run that has nothing to do speaks nothing; the built-in unknown words are short).
+    # espeak-ng's length stands for every engine's: the others are hurried or sped up to fit, never refused.
     to_make = {t.word for t in tasks if not (reuse and t.path.is_file())}
     workers = opts.workers or os.cpu_count() or 1
     check_fits([w for w in words if w in to_make], style, workers)
@@ -259,8 +293,8 @@ def prepare_tts(
         if missing:
             seconds = _run(missing, workers)
             notes.append(
-                f"synthesized {len(missing):,} clips with espeak-ng {version} in {seconds:.1f} s "
-                f"({len(missing) / seconds:,.1f} clips/s)"
+                f"synthesized {len(missing):,} clips with {_engine_names(engines, version)} in "
+                f"{seconds:.1f} s ({len(missing) / seconds:,.1f} clips/s)"
             )
         else:
             notes.append(f"all {len(tasks):,} synthesized clips are already in {dataset_dir}")
@@ -269,9 +303,10 @@ def prepare_tts(
             write_background_noises(noise_dir, opts.seed, NOISE_SAMPLES)
         clips = [(t.path, t.speaker.id) for t in tasks]
         write_split_lists(dataset_dir, clips, split)
-        write_speakers_json(
-            dataset_dir, speakers, split, clips, seed=opts.seed, style=style, espeak_ng=version
-        )
+        header: dict[str, Any] = {"seed": opts.seed, "style": style, "espeak_ng": version}
+        if "engines" in content:
+            header["engines"] = content["engines"]
+        write_speakers_json(dataset_dir, speakers, split, clips, **header)
         if unknown is not None:
             clip_words = [PHRASE_FOLDER if t.phrase else t.word for t in unknown_tasks]
             write_unknown_json(dataset_dir, words, unknown, clip_words, opts.seed)
@@ -285,10 +320,19 @@ def prepare_tts(
     result = build_manifests(dataset_dir, opts)
     result.notes[:0] = notes
     try:
-        result.notes.extend(write_streams(dataset_dir, streams, version, workers))
+        synth = version if "engines" not in content else json.dumps(content["engines"], sort_keys=True)
+        result.notes.extend(write_streams(dataset_dir, streams, synth, workers))
     except (OSError, sf.LibsndfileError) as exc:
         raise _write_error(exc, dataset_dir) from None
     return result
+
+
+def _espeak_alone(engines: Sequence[EngineSpec]) -> bool:
+    return [s.engine for s in engines] in ([], [ESPEAK])
+
+
+def _engine_names(engines: Sequence[EngineSpec], espeak_ng: str) -> str:
+    return f"espeak-ng {espeak_ng}" if _espeak_alone(engines) else ", ".join(s.label for s in engines)
 
 
 def _read_stamp(dataset_dir: Path) -> dict[str, Any] | None:

@@ -4,11 +4,14 @@
 held-out speakers, e.g. whole voice families (accent + variant family) never heard in training:
 
     {"format": 1, "seed": 0, "style": "rich", "espeak_ng": "1.51",
-     "speakers": {"3f2a9c01": {"index": 0, "accent": "en-gb", "variant": "klatt3", "variant_family": "klatt",
+     "speakers": {"3f2a9c01": {"index": 0, "engine": "espeak-ng", "accent": "en-gb", "variant": "klatt3",
                                "rate_wpm": 171, "pitch": 44, "pitch_range_pct": 120, "word_gap": 2,
-                               "amplitude": 95, "split": "train", "n_clips": 30}, ...}}
+                               "amplitude": 95, "variant_family": "klatt", "split": "train", "n_clips": 30},
+                  "9b01c2d4": {"index": 1, "engine": "flite", "voice": "awb", "tempo": 1.08, "size": 0.95,
+                               "split": "train", "n_clips": 30}, ...}}
 
-`split` is the manifest the speaker's clips are in: train, validation or test.
+`split` is the manifest the speaker's clips are in: train, validation or test. With `--engines`, the header
+also has "engines": each engine's version (Piper: the voice file's hash).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from kws.errors import KWSError
 from kws.files import write_json_if_changed, write_text_atomic
-from kws.prepare.tts.voices import Speaker, variant_family
+from kws.prepare.tts.voices import Speaker, Voice, variant_family
 
 SPEAKERS_FILE = "speakers.json"
 SPEAKERS_FORMAT = 1
@@ -89,14 +92,24 @@ def speakers_document(
     table = {
         s.id: {
             "index": s.index,
-            **{k: v for k, v in asdict(s.voice).items() if v is not None},
-            "variant_family": variant_family(s.voice.variant),
+            "engine": s.engine,
+            **_settings(s),
             "split": MANIFEST_SPLIT[split[s.id]],
             "n_clips": n_clips.get(s.id, 0),
         }
         for s in speakers
     }
     return {"format": SPEAKERS_FORMAT, **header, "speakers": table}
+
+
+def _settings(speaker: Speaker) -> dict[str, Any]:
+    """espeak-ng: its settings and variant family; another engine: voice, tempo, size, f0_hz."""
+    fields = {
+        k: v for k, v in asdict(speaker.voice).items() if v is not None and k not in ("engine", "model")
+    }
+    if isinstance(speaker.voice, Voice):
+        fields["variant_family"] = variant_family(speaker.voice.variant)
+    return fields
 
 
 def write_speakers_json(

@@ -28,12 +28,11 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from kws.audio import INT16_SCALE, SAMPLE_RATE
-from kws.prepare.tts import flite
 from kws.prepare.tts.clip import fade, resample, trim
-from kws.prepare.tts.flite import FliteSpeaker
+from kws.prepare.tts.engines import say, vary
 from kws.prepare.tts.noise import NOISE_KINDS, make_noise
-from kws.prepare.tts.styles import draw_style, spoken
-from kws.prepare.tts.voices import Draw, Speaker, jitter, synthesize_ssml
+from kws.prepare.tts.styles import Style, draw_style
+from kws.prepare.tts.voices import Draw, Speaker, Voice, synthesize_ssml
 
 CHUNK_S = 30.0  # seconds of a recording per worker task
 PAUSE_S = (0.3, 3.0)  # between utterances, and before a chunk's first
@@ -60,8 +59,8 @@ class Voices:
     keywords: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()  # the keywords' folders: the events' labels
     test_speakers: tuple[Speaker, ...] = ()  # say the keywords
-    # When given, these say the keywords instead: speech from another synthesizer (bench/detection.py)
-    flite_speakers: tuple[FliteSpeaker, ...] = ()
+    # When given, these say the keywords instead, e.g. another engine's speakers (bench/detection.py)
+    keyword_speakers: tuple[Speaker, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,18 +127,17 @@ def _samples(seconds: float) -> int:
 def _sentence(voices: Voices, draw: Draw) -> np.ndarray:
     speaker = draw.choice("speaker", voices.speakers)
     text = draw.choice("sentence", voices.sentences)
-    voice = jitter(speaker.voice, draw)
+    voice = vary(speaker.voice, draw)
+    if not isinstance(voice, Voice):
+        return _levelled(*say(voice, text, Style()), draw)
     samples, rate = synthesize_ssml(voice, voice.ssml(escape(text)))
     return _levelled(trim(samples.astype(np.float64) / INT16_SCALE, rate), rate, draw)
 
 
 def _keyword(voices: Voices, draw: Draw) -> tuple[np.ndarray, str]:
     k = draw.integer("keyword", 0, len(voices.keywords) - 1)
-    if voices.flite_speakers:
-        audio, rate = flite.speak(draw.choice("flite_speaker", voices.flite_speakers), voices.keywords[k])
-        return _levelled(trim(audio, rate), rate, draw), voices.labels[k]
-    speaker = draw.choice("speaker", voices.test_speakers)
-    speech, rate = spoken(jitter(speaker.voice, draw), voices.keywords[k], draw_style(draw, voices.style))
+    speaker = draw.choice("speaker", voices.keyword_speakers or voices.test_speakers)
+    speech, rate = say(vary(speaker.voice, draw), voices.keywords[k], draw_style(draw, voices.style))
     return _levelled(speech, rate, draw), voices.labels[k]
 
 

@@ -55,7 +55,7 @@ MAX_STREAM_MINUTES = 24 * 60.0
 STREAM_DIR = "_streams_"
 MANIFEST = "streams_manifest.json"
 STAMP = ".kws_streams.json"
-STAMP_FORMAT = 2  # bump when a change alters the audio (2: no keyword near a chunk's edges)
+STAMP_FORMAT = 3  # bump when a change alters the audio (2: no keyword near a chunk's edges; 3: margins)
 FILE_RE = re.compile(r"(stream|free)_\d+\.wav|\..*\.tmp-\d+")  # what this module writes in STREAM_DIR
 
 

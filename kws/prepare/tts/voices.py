@@ -14,13 +14,16 @@ import math
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from kws.errors import KWSError
+
+if TYPE_CHECKING:
+    from kws.prepare.tts.engines import EngineVoice
 
 ESPEAK = "espeak-ng"
 INSTALL_HINT = (
@@ -92,6 +95,7 @@ AMPLITUDE = (70, 150)  # espeak-ng -a, 0-200; loud settings make espeak-ng's own
 RATE_JITTER = 0.06  # relative
 PITCH_JITTER = 4  # -p units
 RANGE_JITTER_PCT = 15
+MAX_RATE_WPM = 450  # espeak-ng's fastest rate
 
 T = TypeVar("T")
 
@@ -158,7 +162,11 @@ class Voice:
 class Speaker:
     index: int
     id: str  # 8 hex digits, a hash of voice.key(); the Speech Commands "speaker id" before `_nohash_`
-    voice: Voice
+    voice: Voice | EngineVoice  # espeak-ng settings, or another engine's (kws.prepare.tts.engines)
+
+    @property
+    def engine(self) -> str:
+        return ESPEAK if isinstance(self.voice, Voice) else self.voice.engine
 
 
 def draw_voice(draw: Draw) -> Voice:
@@ -188,14 +196,26 @@ def speaker_id(voice: Voice) -> str:
 
 
 def draw_speakers(seed: int, n_speakers: int) -> list[Speaker]:
-    """Speakers 0..n-1 of `seed`. Speaker i is the same whatever n is, so a larger --speakers extends a run.
-    Ids are unique: a draw whose id (or voice) is taken is redrawn with the next attempt number."""
+    """espeak-ng speakers 0..n-1 of `seed`. Speaker i is the same whatever n is, so a larger --speakers
+    extends a run (kws.prepare.tts.engines.draw_speakers: other engines too)."""
+
+    def espeak(draw: Draw, index: int) -> tuple[Voice, str]:
+        voice = draw_voice(draw)
+        return voice, speaker_id(voice)
+
+    return unique_speakers(seed, n_speakers, espeak)
+
+
+def unique_speakers(
+    seed: int, n_speakers: int, draw_one: Callable[[Draw, int], tuple[Voice | EngineVoice, str]]
+) -> list[Speaker]:
+    """Speakers 0..n-1, speaker i drawn by `draw_one(draw, i)` -> (voice, id). Ids are unique: a draw whose id
+    (or voice) is taken is redrawn with the next attempt number."""
     speakers: list[Speaker] = []
     taken: set[str] = set()
     for index in range(n_speakers):
         for attempt in range(1000):
-            voice = draw_voice(Draw(f"kws-tts/{seed}/speaker/{index}/{attempt}"))
-            sid = speaker_id(voice)
+            voice, sid = draw_one(Draw(f"kws-tts/{seed}/speaker/{index}/{attempt}"), index)
             if sid not in taken:
                 break
         taken.add(sid)
