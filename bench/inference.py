@@ -11,6 +11,10 @@ PyTorch and accuracy on --check (labelled clips) or on generated audio.
     python bench/inference.py --checkpoint runs/v1/best.pt --check data/demo/test_manifest.json
     python bench/inference.py --rounds 1 --calls 50 --batches 2 # a quick look
 
+Then where the batch-1 time goes: each file cut in two (onnx.utils.extract_model) at the MFCC's output, the
+front end (waveform -> MFCC, float in both files) and the rest (encoder, head, softmax), each part timed
+alone, in alternating rounds.
+
 Targets (issue 13): ONNX fp32 batch-1 latency <= 0.5 ms (PyTorch eager: 0.86 ms measured earlier); ONNX int8
 batch-1 <= 0.3 ms (both at --threads); int8 accuracy within 1 point of fp32 on the demo's test split
 (--check); int8 file <= 40% of the fp32 file. Not a test.
@@ -36,7 +40,7 @@ from kws.checkpoint import LoadedModel, load_for_inference, rng_state, save_chec
 from kws.config import config_to_dict, load_config  # noqa: E402
 from kws.export.exporter import CALIBRATION_CLIPS, base_metadata, calibration_windows  # noqa: E402
 from kws.export.graph import WINDOW_SAMPLES, DeployedModel  # noqa: E402
-from kws.export.onnx_file import write_int8, write_onnx  # noqa: E402
+from kws.export.onnx_file import front_end_nodes, write_int8, write_onnx  # noqa: E402
 from kws.export.parity import (  # noqa: E402
     GENERATED_CLIPS,
     CheckSet,
@@ -95,6 +99,55 @@ def latency_ms(run: Runner, windows: np.ndarray, calls: int, warmup: int) -> flo
         run(one)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
+
+
+def split_file(path: Path) -> tuple[Path, Path, str]:
+    """`path` cut at the encoder's input into `<stem>.front.onnx` (audio -> MFCC) and `<stem>.rest.onnx`
+    (MFCC -> probs), and the name of the tensor between them."""
+    onnx = export_module("onnx", "bench/inference.py")
+    from onnx.utils import extract_model
+
+    model = onnx.load(str(path))
+    for i, node in enumerate(model.graph.node):  # extract_model and front_end_nodes go by node names
+        node.name = node.name or f"{node.op_type}_{i}"
+    front = set(front_end_nodes(model.graph))
+    producer = {out: node.name for node in model.graph.node for out in node.output}
+    (cut,) = {
+        name
+        for node in model.graph.node
+        if node.name not in front
+        for name in node.input
+        if producer.get(name) in front
+    }
+    named = path.with_suffix(".named.onnx")
+    onnx.save(model, str(named))
+    parts = path.with_suffix(".front.onnx"), path.with_suffix(".rest.onnx")
+    extract_model(str(named), str(parts[0]), ["audio"], [cut])
+    extract_model(str(named), str(parts[1]), [cut], ["probs"])
+    return parts[0], parts[1], cut
+
+
+def part_latencies(
+    paths: dict[str, Path], windows: np.ndarray, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Batch-1 ms of each file's front end and rest, `args.rounds` alternating rounds."""
+    ort = export_module("onnxruntime", "bench/inference.py")
+    runs: dict[str, tuple[Runner, np.ndarray]] = {}
+    for name, path in paths.items():
+        front, rest, cut = split_file(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.log_severity_level = args.threads, 3
+        sessions = [
+            ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (front, rest)
+        ]
+        feats = sessions[0].run(None, {"audio": windows})[0]
+        runs[f"{name} front end"] = (lambda w, s=sessions[0]: s.run(None, {"audio": w})[0], windows)
+        runs[f"{name} rest"] = (lambda f, s=sessions[1], c=cut: s.run(None, {c: f})[0], feats)
+    results: dict[str, list[float]] = {n: [] for n in runs}
+    for _ in range(args.rounds):
+        for name, (run, inputs) in runs.items():
+            results[name].append(latency_ms(run, inputs, args.calls, max(10, args.calls // 10)))
+    return results
 
 
 def throughput(run: Runner, batch: np.ndarray, batches: int) -> float:
@@ -195,6 +248,7 @@ def main() -> None:
         }
         for name, path in paths.items():
             runners[name] = (onnx_runner(path, args.threads), onnx_runner(path, 1))
+        parts = part_latencies(paths, generated_windows(BATCH, WINDOW_SAMPLES, seed=2), args)
 
     check = (
         manifest_windows(args.check, loaded.labels, WINDOW_SAMPLES)
@@ -220,6 +274,12 @@ def main() -> None:
     ]  # latency: slower / faster; throughput: faster / slower
     print()
     table(["speed-up", *columns], rows)
+
+    print(f"\nbatch-1 ms by part, --threads {args.threads} (median, rounds): the front end is float in both")
+    table(
+        ["part", "ms"],
+        [[n, f"{np.median(v):.3f} ({', '.join(f'{x:.3f}' for x in v)})"] for n, v in parts.items()],
+    )
 
     kib = {n: f"{b:,} B ({b / 1024:.1f} KiB)" for n, b in sizes.items()}
     ratio = sizes["ONNX int8"] / sizes["ONNX fp32"]

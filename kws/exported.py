@@ -1,12 +1,12 @@
 """A model file that `kws export` wrote: what it says about itself, and running it with onnxruntime.
 
 `kws evaluate` and `kws detect` take an exported `.onnx` in place of a checkpoint and score the very file a
-user ships: `load_model(path, device)` is the one door (a `.onnx` gives an `OnnxModel`, anything else a
-checkpoint's `kws.checkpoint.LoadedModel`). The exported graph (kws.export.graph) takes one window of
-WINDOW_SAMPLES; a clip of another length is fitted to it (`fit_window`): zeros after a short clip, as if the
-recording went on in silence, and the centre second of a long one. (kws's own evaluation of a checkpoint
-treats such clips by `features.pad` instead, so on clips that are not one second long the two can differ a
-little; `kws export` reports both.)
+user ships: `kws.evaluate.scoring.load_model(path, device)` is the one door (a `.onnx` gives an
+`OnnxModel`, anything else a checkpoint's `kws.checkpoint.LoadedModel`); this module imports no torch. The
+exported graph (kws.export.graph) takes one window of WINDOW_SAMPLES; a clip of another length is fitted to
+it (`fit_window`): zeros after a short clip, as if the recording went on in silence, and the centre second
+of a long one. (kws's own evaluation of a checkpoint treats such clips by `features.pad` instead, so on
+clips that are not one second long the two can differ a little; `kws export` reports both.)
 
 The metadata, in an ONNX file `metadata_props` (string keys and values; lists and maps as JSON), in a
 TorchScript file the extra file `kws.json`:
@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +39,6 @@ from kws import __version__
 from kws.audio import CLIP_SAMPLES, INT16_SCALE, SAMPLE_RATE
 from kws.errors import CheckpointError, KWSError
 from kws.thresholds import DEFAULT_HOP_S, DEFAULT_REFRACTORY_S, DEFAULT_SMOOTH_S, TIMING_KEYS
-
-if TYPE_CHECKING:
-    import torch
-
-    from kws.checkpoint import LoadedModel
 
 WINDOW_SAMPLES = CLIP_SAMPLES  # an exported model's input, and a detector's window: the 1 s clips of training
 METADATA_FORMAT = 1
@@ -228,20 +223,6 @@ def first_line(exc: BaseException) -> str:
 
 def is_exported(path: Path) -> bool:
     return Path(path).suffix.lower() == ONNX_SUFFIX
-
-
-def load_model(path: Path, device: torch.device) -> LoadedModel | OnnxModel:
-    """A checkpoint, or an exported `.onnx` (which always runs on the CPU with onnxruntime)."""
-    if is_exported(path):
-        return load_onnx(path)
-    if Path(path).is_file() and is_torchscript(path):
-        raise KWSError(
-            f"{path} is a TorchScript export, for libtorch; kws evaluate and detect take a checkpoint or an "
-            "exported .onnx"
-        )
-    from kws.checkpoint import load_for_inference
-
-    return load_for_inference(Path(path), device)
 
 
 def fit_window(clip: np.ndarray, window_samples: int) -> np.ndarray:

@@ -47,10 +47,10 @@ def detect(
         thresholds_file=thresholds, threshold=threshold, hop_s=hop, smooth_s=smooth, refractory_s=refractory
     )
     from kws.console import detection_line
-    from kws.exported import OnnxModel, load_model
-    from kws.train.device import pick_device
+    from kws.evaluate.scoring import load_model
+    from kws.exported import OnnxModel
 
-    loaded = load_model(checkpoint, pick_device(device))
+    loaded = load_model(checkpoint, device)
     if isinstance(loaded, OnnxModel):  # its own thresholds, unless the command line gives some
         settings = resolve_settings(
             thresholds_file=thresholds,

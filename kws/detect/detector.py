@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kws.audio import SAMPLE_RATE, read_wav, wav_frames
-from kws.checkpoint import LoadedModel
 from kws.detect.decode import (
     SILENT_LABELS,
     Detection,
@@ -36,6 +35,9 @@ from kws.thresholds import (
     chosen_for_another,
     read_thresholds,
 )
+
+if TYPE_CHECKING:
+    from kws.checkpoint import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -246,8 +246,7 @@ def evaluate_manifests(
     """`kws evaluate`: each manifest in its folder (kws.evaluate.scoring.out_dirs), clip manifests as
     kws.evaluate.scoring evaluates them, stream manifests as above. Every stream manifest is read and checked
     against the model's labels before any audio is scored."""
-    from kws.exported import load_model
-    from kws.train.device import pick_device
+    from kws.evaluate.scoring import load_model
 
     def clips(chosen: Sequence[Path], where: Path | None) -> list[EvalOutcome]:
         return evaluate(
@@ -270,7 +269,7 @@ def evaluate_manifests(
         return list(clips(manifests, out))
     options.check()
     dirs = out_dirs(checkpoint, manifests, out)
-    loaded = load_model(Path(checkpoint), pick_device(device))
+    loaded = load_model(Path(checkpoint), device)
     hop_samples(options.hop_s, feature_hop_length(loaded))  # a --hop the features allow, up front
     streams = {i: read_streams(Path(m), loaded.labels) for i, m in enumerate(manifests) if is_stream[i]}
     outcomes: list[EvalOutcome | StreamOutcome] = []

@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from kws.audio import INT16_SCALE, SAMPLE_RATE, sounddevice_module
-from kws.checkpoint import LoadedModel
+from kws.audio import SAMPLE_RATE, sounddevice_module
 from kws.detect.decode import Detection, find_peaks, smooth, smooth_windows, threshold_array
 from kws.detect.detector import DetectSettings
-from kws.detect.scores import (
-    WINDOW_SAMPLES,
-    WindowFeatures,
-    feature_hop_length,
-    hop_samples,
-    inference_model,
-    score_audio,
-)
+from kws.detect.scores import WINDOW_SAMPLES, feature_hop_length, hop_samples, score_audio
 from kws.errors import KWSError
 from kws.exported import OnnxModel
+
+if TYPE_CHECKING:
+    from kws.checkpoint import LoadedModel
 
 HISTORY_S = 8.0  # window scores kept for decoding; far more than the lookahead
 
@@ -51,9 +46,10 @@ class LiveDetector:
         self.probs: list[np.ndarray] = []
         self.horizon_s = -np.inf  # candidates up to here have been decided
         self.last_s = -np.inf  # the last detection's time
-        if not isinstance(loaded, OnnxModel):
+        if not isinstance(loaded, OnnxModel):  # torch only for a checkpoint
+            from kws.detect.window_features import WindowFeatures, inference_model
+
             self.features = WindowFeatures(loaded)
-            self.device = next(loaded.model.parameters()).device
             self.model = inference_model(loaded)
 
     def feed(self, block: np.ndarray) -> list[Detection]:
@@ -88,11 +84,9 @@ class LiveDetector:
         if isinstance(self.loaded, OnnxModel):  # each window whole through the exported file
             probs = score_audio(self.loaded, audio, self.settings.hop_s).probs
         else:
-            windows = torch.from_numpy(audio.astype(np.float32)).to(self.device).mul_(1.0 / INT16_SCALE)
-            with torch.inference_mode():
-                feats = self.features.exact(windows.unfold(0, WINDOW_SAMPLES, self.hop))
-                lengths = torch.full((n_windows,), feats.shape[2], device=self.device)
-                probs = torch.softmax(self.model(feats, lengths).float(), dim=-1).cpu().numpy()
+            from kws.detect.window_features import window_probs
+
+            probs = window_probs(self.features, self.model, audio, self.hop, n_windows)
         starts = self.offset + np.arange(n_windows) * self.hop
         self.times += ((starts + WINDOW_SAMPLES / 2) / SAMPLE_RATE).tolist()
         self.probs += list(probs)

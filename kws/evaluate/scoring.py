@@ -203,6 +203,29 @@ def evaluate_manifest(
     )
 
 
+def load_model(path: Path, device: str = "auto") -> LoadedModel | OnnxModel:
+    """A checkpoint on `device` (`--device`: auto, cpu, cuda, cuda:N), or an exported `.onnx`, which runs on
+    the CPU with onnxruntime and imports no torch."""
+    from kws.exported import is_exported, is_torchscript, load_onnx
+
+    if is_exported(path):
+        if device not in ("auto", "cpu"):
+            raise KWSError(
+                f"--device {device}: an exported .onnx runs on the CPU with onnxruntime; drop --device, or "
+                "pass the checkpoint it came from to run on a GPU"
+            )
+        return load_onnx(path)
+    if Path(path).is_file() and is_torchscript(path):
+        raise KWSError(
+            f"{path} is a TorchScript export, for libtorch; kws evaluate and detect take a checkpoint or an "
+            "exported .onnx"
+        )
+    from kws.checkpoint import load_for_inference
+    from kws.train.device import pick_device
+
+    return load_for_inference(Path(path), pick_device(device))
+
+
 def evaluate(
     checkpoint: Path,
     manifests: Sequence[Path],
@@ -216,9 +239,6 @@ def evaluate(
 ) -> list[EvalOutcome]:
     """Evaluate `checkpoint` on each manifest; reports go to `<checkpoint dir>/eval/<manifest stem>/`
     unless `out` is given (see `out_dirs`)."""
-    from kws.exported import load_model
-    from kws.train.device import pick_device
-
     if not manifests:
         raise KWSError("give at least one manifest to evaluate")
     if batch_size < 1:
@@ -230,7 +250,7 @@ def evaluate(
     dirs = out_dirs(checkpoint, manifests, out)
     for manifest in manifests:
         check_manifest_path(manifest)
-    loaded = load_model(Path(checkpoint), pick_device(device))
+    loaded = load_model(Path(checkpoint), device)
     return [
         evaluate_manifest(
             loaded,

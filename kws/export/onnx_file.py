@@ -107,7 +107,7 @@ class _Calibration:
         return None if batch is None else {"audio": np.ascontiguousarray(batch, dtype=np.float32)}
 
 
-def _front_end_nodes(graph: Any) -> list[str]:
+def front_end_nodes(graph: Any) -> list[str]:
     """The nodes that compute the encoder's input, the MFCC: everything upstream of the encoder's first
     convolution, which is the first Conv downstream of the graph's (one) Log."""
     producer = {out: node for node in graph.node for out in node.output}
@@ -150,7 +150,7 @@ def write_int8(fp32_path: Path, calibration: np.ndarray, metadata: ExportMetadat
         quantization.quant_pre_process(
             str(prepared), str(prepared), skip_optimization=True, skip_symbolic_shape=True
         )
-        front_end = _front_end_nodes(onnx.load(str(prepared)).graph)  # these stay float
+        front_end = front_end_nodes(onnx.load(str(prepared)).graph)  # these stay float
         quantization.quantize_static(
             str(prepared),
             str(path),

@@ -16,11 +16,27 @@ CONFIGS = REPO / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
 
 
+# `python -c` with these modules made unimportable first (`import torch` raises), then the entry point
+WITHOUT_MODULES = (
+    "import sys\n"
+    "for name in sys.argv.pop(1).split(','):\n"
+    "    sys.modules[name] = None\n"
+    "sys.argv[0] = 'kws'\n"
+    "from kws.cli import main\n"
+    "main()\n"
+)
+
+
 def kws(
-    *args: str | Path, cwd: Path | None = None, timeout: float = 300, columns: int = 120
+    *args: str | Path,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    columns: int = 120,
+    without: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run the real console entry point (`python -m kws` runs `kws.cli:main`, as the `kws` script does)
-    with this checkout first on the import path, plain output (no colour) `columns` wide, captured as text."""
+    with this checkout first on the import path, plain output (no colour) `columns` wide, captured as text.
+    `without`: modules that cannot be imported in that process (as if they were not installed)."""
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -28,8 +44,9 @@ def kws(
         TERM="dumb",
         COLUMNS=str(columns),
     )
+    entry = ["-c", WITHOUT_MODULES, ",".join(without)] if without else ["-m", "kws"]
     return subprocess.run(
-        [sys.executable, "-m", "kws", *map(str, args)],
+        [sys.executable, *entry, *map(str, args)],
         cwd=cwd,
         env=env,
         capture_output=True,
