@@ -17,7 +17,6 @@ configs never train on it (`refuse_reserved`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import re
@@ -168,7 +167,7 @@ def draw_speakers(seed: int, n_speakers: int, engines: Sequence[EngineSpec] = ()
             voice = draw_voice(draw)
             return voice, speaker_id(voice)
         engine_voice = draw_engine_voice(spec, draw, index // len(specs))
-        return engine_voice, engine_speaker_id(engine_voice)
+        return engine_voice, speaker_id(engine_voice)
 
     return unique_speakers(seed, n_speakers, one)
 
@@ -186,10 +185,6 @@ def draw_engine_voice(spec: EngineSpec, draw: Draw, turn: int) -> EngineVoice:
         f0_hz=None if f0 is None else float(round(draw.uniform("f0", *f0))),
         model=spec.model,
     )
-
-
-def engine_speaker_id(voice: EngineVoice) -> str:
-    return hashlib.sha1(voice.key().encode()).hexdigest()[:8]
 
 
 def jitter_engine_voice(voice: EngineVoice, draw: Draw) -> EngineVoice:

@@ -5,12 +5,15 @@ cmu_us_slt_arctic_hts (festvox-us-slt-hts, US female).
 Festival takes a third of a second to start, so each process that synthesizes keeps one Festival running
 (`--pipe`: Scheme commands on its stdin) and asks it for one wave file at a time; a file appears under its
 final name only once written (Festival renames it), which is what this side waits for. The Festival dies
-with its stdin: when the worker process ends, however it ends.
+with its stdin: when the worker process ends, however it ends. Its folder of wave files,
+`kws-festival-<pid>-*` in the temporary directory, is removed at exit, and by the next Festival started here
+when its process was killed before it could (SIGKILL).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import signal
 import subprocess
@@ -43,6 +46,7 @@ DIPHONE_STRETCH = 1.1  # the diphone voices' own Duration_Stretch (their voice_*
 F0_VOICES = {"kal_diphone": (95.0, 165.0), "ked_diphone": (95.0, 165.0)}
 F0_STD_PER_HZ = 14 / 105  # the voices' own target_f0_std over target_f0_mean: the range scales with the mean
 TIMEOUT_S = 60.0
+DIR_PREFIX = "kws-festival-"  # + the owning process's pid + "-"
 
 
 def voices(spec: EngineSpec) -> tuple[str, ...]:
@@ -74,7 +78,8 @@ class _Festival:
     """One running Festival and the voice it has selected."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="kws-festival-"))
+        remove_orphans()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
         self.stderr: IO[str] = open(self.dir / "stderr.txt", "w+", encoding="utf-8")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
@@ -155,6 +160,25 @@ class _Festival:
 
 
 _RUNNING: _Festival | None = None
+
+
+def remove_orphans() -> None:
+    """Remove the Festival folders in the temporary directory whose process is gone (killed by SIGKILL,
+    which skips atexit)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
+        pid = folder.name[len(DIR_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _festival() -> _Festival:

@@ -191,7 +191,8 @@ def variant_family(variant: str) -> str:
     return "other"
 
 
-def speaker_id(voice: Voice) -> str:
+def speaker_id(voice: Voice | EngineVoice) -> str:
+    """A speaker's file-name id: 8 hex digits of its settings' hash (any engine's)."""
     return hashlib.sha1(voice.key().encode()).hexdigest()[:8]
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -279,6 +281,26 @@ def test_a_festival_abort_on_a_low_slow_voice_is_said_again_at_the_voices_own_pi
     festival._RUNNING = None
     own_pitch = festival.speak(kal, "up!", 1.1 / 1.5, None)
     assert np.array_equal(fallback[0], own_pitch[0])
+
+
+@needs_festival
+def test_a_killed_workers_festival_folder_is_removed_by_the_next_festival(tmp_path: Path) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    orphan = Path(tempfile.mkdtemp(prefix=f"{festival.DIR_PREFIX}{worker.pid}-"))
+    (orphan / "1.wav").write_bytes(b"RIFF")
+    mine = Path(tempfile.mkdtemp(prefix=f"{festival.DIR_PREFIX}{os.getpid()}-"))
+    try:
+        festival.remove_orphans()
+        assert orphan.is_dir()  # its worker is still running
+        worker.kill()  # SIGKILL: no atexit
+        worker.wait()
+        festival._RUNNING = None
+        festival.speak(a_voice(EngineSpec("festival"), voice="kal_diphone"), "go", 1.1, None)
+        assert not orphan.exists() and mine.is_dir()
+        assert festival._RUNNING is not None and festival._RUNNING.dir.is_dir()
+    finally:
+        shutil.rmtree(orphan, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)
 
 
 @needs_festival
