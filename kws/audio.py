@@ -57,6 +57,33 @@ def read_wav(path: Path) -> np.ndarray:
     return np.asarray(data, dtype=np.int16)
 
 
+def wav_samples(path: Path) -> np.ndarray:
+    """A recording's int16 samples `(samples,)`, as `read_wav`, but a 16-bit PCM wav is memory-mapped instead
+    of decoded: hours of audio cost no memory until a part is read (kws detect, stream evaluation)."""
+    n_samples = wav_frames(path)  # 16 kHz mono, or a one-line DataError
+    info = sf.info(str(path))
+    if (info.format, info.subtype) != ("WAV", "PCM_16") or (offset := _pcm_data_offset(path)) is None:
+        return read_wav(path)
+    try:
+        return np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=(n_samples,))
+    except ValueError:  # an empty or truncated data chunk: decoding says what is wrong with it
+        return read_wav(path)
+
+
+def _pcm_data_offset(path: Path) -> int | None:
+    """Where a RIFF/WAVE file's `data` chunk starts; None for a file laid out otherwise (RF64, ...)."""
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return None
+        while len(header := f.read(8)) == 8:
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                return f.tell()
+            f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+    return None
+
+
 def write_wav(path: Path, samples: np.ndarray) -> None:
     """Write int16 samples `(samples,)` as 16-bit PCM, atomically (temporary name, then rename)."""
     if samples.dtype != np.int16:

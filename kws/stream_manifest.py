@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kws.audio import read_wav
+from kws.audio import wav_samples
 from kws.errors import DataError
 from kws.files import read_text, write_text_atomic
 from kws.manifest import json_object, seconds_field
@@ -148,5 +148,6 @@ def write_stream_manifest(path: Path, streams: Sequence[Stream]) -> None:
 
 
 def read_stream_audio(path: Path) -> np.ndarray:
-    """A recording's int16 samples `(samples,)`; a DataError naming the file if it is not 16 kHz mono."""
-    return read_wav(Path(path))
+    """A recording's int16 samples `(samples,)`, memory-mapped when it is 16-bit PCM (kws.audio.wav_samples);
+    a DataError naming the file if it is not 16 kHz mono."""
+    return wav_samples(Path(path))

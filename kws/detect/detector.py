@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kws.audio import SAMPLE_RATE, read_wav, wav_frames
+from kws.audio import SAMPLE_RATE, wav_frames, wav_samples
 from kws.detect.decode import (
     SILENT_LABELS,
     Detection,
@@ -173,7 +173,7 @@ def detect_files(
     with item_progress("audio s") as bar:
         task = bar.add_task("detecting", total=total_s)
         for path in paths:
-            audio = read_wav(Path(path))
+            audio = wav_samples(Path(path))  # memory-mapped: recordings of hours
             name = str(Path(path).resolve())
             detections += detect_audio(loaded, name, audio, settings, lambda s: bar.advance(task, s))
     return DetectResult(detections, total_s, time.perf_counter() - start)

@@ -87,20 +87,17 @@ def score_audio(
     whole through its file. `advance` is called with the seconds of audio done after each batch of windows."""
     hop = hop_samples(hop_s, feature_hop_length(loaded))
     starts = window_starts(len(audio), hop)
-    padded = np.zeros(int(starts[-1]) + WINDOW_SAMPLES, dtype=np.float32)
-    padded[: len(audio)] = audio
-    padded *= 1.0 / INT16_SCALE
     if isinstance(loaded, OnnxModel):
-        score = _onnx_scorer(loaded, padded, hop)
+        score = _onnx_scorer(loaded, hop)
     else:
         from kws.detect.window_features import checkpoint_scorer
 
-        score = checkpoint_scorer(loaded, padded, hop, exact)
+        score = checkpoint_scorer(loaded, hop, exact)
     probs = np.zeros((len(starts), len(loaded.labels)), dtype=np.float32)
     done_s = 0.0
     for first in range(0, len(starts), batch_windows):
         n = min(batch_windows, len(starts) - first)
-        probs[first : first + n] = score(first, n)
+        probs[first : first + n] = score(_span(audio, int(starts[first]), n, hop), n)
         if advance is not None:
             now_s = (len(audio) if first + n == len(starts) else int(starts[first]) + n * hop) / SAMPLE_RATE
             advance(now_s - done_s)
@@ -109,11 +106,20 @@ def score_audio(
     return StreamScores(times, probs, hop / SAMPLE_RATE, len(audio) / SAMPLE_RATE)
 
 
-def _onnx_scorer(loaded: OnnxModel, signal: np.ndarray, hop: int) -> Callable[[int, int], np.ndarray]:
-    """Windows `first .. first + n` of the float `signal` -> their probabilities, by the exported file."""
-    windows = np.lib.stride_tricks.sliding_window_view(signal, WINDOW_SAMPLES)[::hop]  # a view
+def _span(audio: np.ndarray, begin: int, n: int, hop: int) -> np.ndarray:
+    """The float samples of `n` windows from sample `begin` on, zeros past the recording's end: one batch
+    at a time, so that memory does not grow with the recording (a memory-mapped file is read as it goes)."""
+    span = np.zeros((n - 1) * hop + WINDOW_SAMPLES, dtype=np.float32)
+    part = audio[begin : begin + len(span)]
+    span[: len(part)] = part
+    span *= 1.0 / INT16_SCALE
+    return span
 
-    def score(first: int, n: int) -> np.ndarray:
-        return loaded.probs(windows[first : first + n], n)
+
+def _onnx_scorer(loaded: OnnxModel, hop: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A float span holding `n` windows `hop` apart -> their probabilities, by the exported file."""
+
+    def score(span: np.ndarray, n: int) -> np.ndarray:
+        return loaded.probs(np.lib.stride_tricks.sliding_window_view(span, WINDOW_SAMPLES)[::hop][:n], n)
 
     return score

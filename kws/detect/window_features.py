@@ -85,19 +85,15 @@ def inference_model(loaded: LoadedModel) -> torch.nn.Module:
     return fold_batchnorm(loaded.model)
 
 
-def checkpoint_scorer(
-    loaded: LoadedModel, padded: np.ndarray, hop: int, exact: bool
-) -> Callable[[int, int], np.ndarray]:
-    """Windows `first .. first + n` of the float `padded` signal -> their probabilities, by the checkpoint's
-    model on one shared spectrogram per batch (or each window alone, `exact`)."""
+def checkpoint_scorer(loaded: LoadedModel, hop: int, exact: bool) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A float span holding `n` windows `hop` apart -> their probabilities, by the checkpoint's model on the
+    span's one shared spectrogram (or each window alone, `exact`)."""
     features = WindowFeatures(loaded)
     device = next(loaded.model.parameters()).device
     model = loaded.model if exact else inference_model(loaded)
-    signal = torch.from_numpy(padded).to(device)
 
-    def score(first: int, n: int) -> np.ndarray:
-        begin = first * hop
-        span = signal[begin : begin + (n - 1) * hop + WINDOW_SAMPLES]
+    def score(samples: np.ndarray, n: int) -> np.ndarray:
+        span = torch.from_numpy(samples).to(device)
         with torch.inference_mode():
             if exact:
                 feats = features.exact(span.unfold(0, WINDOW_SAMPLES, hop)[:n])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from kws.audio import SAMPLE_RATE, read_wav
+from kws.audio import SAMPLE_RATE, read_wav, wav_samples, write_wav
 from kws.checkpoint import load_for_inference
 from kws.detect.decode import smooth, smooth_windows
 from kws.detect.detector import DetectSettings, detect_audio
@@ -116,6 +117,26 @@ def test_shared_spectrogram_scores_equal_each_window_alone(detector: tuple[Path,
     np.testing.assert_allclose(shared.times_s, 0.5 + 0.1 * np.arange(62))
     smoothed = smooth(shared.probs, smooth_windows(0.3, 0.1))
     np.testing.assert_allclose(smoothed[5], shared.probs[4:7].mean(axis=0), rtol=1e-5)
+
+
+def test_memory_does_not_grow_with_the_recording(
+    detector: tuple[Path, Path, list[Placed]], tmp_path: Path
+) -> None:
+    checkpoint, stream, _ = detector
+    loaded = load_for_inference(checkpoint, torch.device("cpu"))
+    long = tmp_path / "long.wav"
+    write_wav(long, np.tile(read_wav(stream), 40))  # 20 minutes: 77 MB as float32
+    audio = wav_samples(long)
+    assert isinstance(audio, np.memmap)
+    tracemalloc.start()
+    try:
+        mapped = score_audio(loaded, audio, 0.2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, f"{peak / 1e6:.1f} MB of numpy memory for a 20-minute recording"
+    assert mapped.duration_s == 1200.0
+    np.testing.assert_array_equal(mapped.probs, score_audio(loaded, read_wav(long), 0.2).probs)
 
 
 def test_a_recording_shorter_than_a_window_is_one_window(detector: tuple[Path, Path, list[Placed]]) -> None:
