@@ -21,7 +21,7 @@ import soundfile as sf
 
 from kws.audio import CLIP_SAMPLES, SAMPLE_RATE
 from kws.errors import KWSError
-from kws.prepare.tts import festival, flite, piper
+from kws.prepare.tts import festival, flite, piper, stream_chunk
 from kws.prepare.tts.clip import trim
 from kws.prepare.tts.engines import (
     RESERVED_VOICES,
@@ -35,7 +35,7 @@ from kws.prepare.tts.engines import (
     speak_engine,
 )
 from kws.prepare.tts.source import ClipTask, clean_clip, render_clip
-from kws.prepare.tts.stream_chunk import ChunkTask, Voices, render_chunk
+from kws.prepare.tts.stream_chunk import OVERLAP_SAMPLES, ChunkTask, Voices, render_chunk
 from kws.prepare.tts.styles import Style
 from kws.prepare.tts.voices import draw_speakers as draw_espeak_speakers
 from tests.helpers import REPO
@@ -413,6 +413,23 @@ def test_streams_can_have_another_engine_say_the_keywords() -> None:
     audio, events = render_chunk(ChunkTask(voices, "stream_000", 0, 20 * SAMPLE_RATE, True))
     assert events and all(e.label == "seven" for e in events)
     assert np.abs(audio[events[0].start : events[0].end]).max() > 0.01
+
+
+@pytest.mark.parametrize("spec", ENGINE_SPECS)
+def test_another_engines_speakers_say_the_sentences_of_a_stream(
+    spec: EngineSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `kws prepare --engines ... --streams N`: the sentences between keywords are said by every engine's
+    # speakers, not only espeak-ng's
+    monkeypatch.setattr(stream_chunk, "CLEAN_CHANCE", 1.0)  # no noise: what is loud is speech
+    speakers = tuple(draw_speakers(2, 2, [spec]))
+    voices = Voices(0, "rich", ("the river runs past the old mill", "a quiet evening"), speakers)
+    task = ChunkTask(voices, "stream_000", 0, 8 * SAMPLE_RATE, False)
+    audio, events = render_chunk(task)
+    assert events == [] and audio.shape == (8 * SAMPLE_RATE + OVERLAP_SAMPLES,)
+    assert (np.abs(audio) > 0.05).mean() > 0.05, "speech in the chunk"
+    again, _ = render_chunk(task)
+    assert np.array_equal(audio, again)
 
 
 def test_the_leave_one_engine_out_bench_starts() -> None:
