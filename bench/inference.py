@@ -112,13 +112,20 @@ def split_file(path: Path) -> tuple[Path, Path, str]:
         node.name = node.name or f"{node.op_type}_{i}"
     front = set(front_end_nodes(model.graph))
     producer = {out: node.name for node in model.graph.node for out in node.output}
-    (cut,) = {
+    crossing = {
         name
         for node in model.graph.node
         if node.name not in front
         for name in node.input
         if producer.get(name) in front
     }
+    assert len(crossing) == 1, f"the front end hands over {sorted(crossing)}, expected one tensor"
+    (cut,) = crossing
+    # int8: the encoder's input is quantized (QuantizeLinear -> DequantizeLinear -> Conv); that pair belongs
+    # to the encoder, whose first Conv onnxruntime fuses with it into a QLinearConv
+    nodes = {node.name: node for node in model.graph.node}
+    while producer.get(cut) in front and nodes[producer[cut]].op_type in ("QuantizeLinear", "DequantizeLinear"):
+        cut = nodes[producer[cut]].input[0]
     named = path.with_suffix(".named.onnx")
     onnx.save(model, str(named))
     parts = path.with_suffix(".front.onnx"), path.with_suffix(".rest.onnx")

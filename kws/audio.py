@@ -59,14 +59,15 @@ def read_wav(path: Path) -> np.ndarray:
 
 def wav_samples(path: Path) -> np.ndarray:
     """A recording's int16 samples `(samples,)`, as `read_wav`, but a 16-bit PCM wav is memory-mapped instead
-    of decoded: hours of audio cost no memory until a part is read (kws detect, stream evaluation)."""
+    of decoded: hours of audio cost no memory until a part is read (kws detect, stream evaluation). The file
+    must not be rewritten while its samples are in use."""
     n_samples = wav_frames(path)  # 16 kHz mono, or a one-line DataError
     info = sf.info(str(path))
     if (info.format, info.subtype) != ("WAV", "PCM_16") or (offset := _pcm_data_offset(path)) is None:
         return read_wav(path)
     try:
         return np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=(n_samples,))
-    except ValueError:  # an empty or truncated data chunk: decoding says what is wrong with it
+    except (ValueError, OSError):  # an empty or truncated data chunk, or a file system without mmap
         return read_wav(path)
 
 

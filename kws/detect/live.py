@@ -19,7 +19,7 @@ import numpy as np
 from kws.audio import SAMPLE_RATE, sounddevice_module
 from kws.detect.decode import Detection, find_peaks, smooth, smooth_windows, threshold_array
 from kws.detect.detector import DetectSettings
-from kws.detect.scores import WINDOW_SAMPLES, feature_hop_length, hop_samples, score_audio
+from kws.detect.scores import WINDOW_SAMPLES, feature_hop_length, hop_samples, span_scorer, window_span
 from kws.errors import KWSError
 from kws.exported import OnnxModel
 
@@ -46,11 +46,7 @@ class LiveDetector:
         self.probs: list[np.ndarray] = []
         self.horizon_s = -np.inf  # candidates up to here have been decided
         self.last_s = -np.inf  # the last detection's time
-        if not isinstance(loaded, OnnxModel):  # torch only for a checkpoint
-            from kws.detect.window_features import WindowFeatures, inference_model
-
-            self.features = WindowFeatures(loaded)
-            self.model = inference_model(loaded)
+        self.score = span_scorer(loaded, self.hop)  # as offline detection scores
 
     def feed(self, block: np.ndarray) -> list[Detection]:
         """int16 samples `(n,)` -> the detections that became final. A long block is taken a second at a time:
@@ -80,13 +76,7 @@ class LiveDetector:
         )
         if n_windows == 0:
             return 0
-        audio = self.audio[: (n_windows - 1) * self.hop + WINDOW_SAMPLES]
-        if isinstance(self.loaded, OnnxModel):  # each window whole through the exported file
-            probs = score_audio(self.loaded, audio, self.settings.hop_s).probs
-        else:
-            from kws.detect.window_features import window_probs
-
-            probs = window_probs(self.features, self.model, audio, self.hop, n_windows)
+        probs = self.score(window_span(self.audio, 0, n_windows, self.hop), n_windows)
         starts = self.offset + np.arange(n_windows) * self.hop
         self.times += ((starts + WINDOW_SAMPLES / 2) / SAMPLE_RATE).tolist()
         self.probs += list(probs)

@@ -87,17 +87,12 @@ def score_audio(
     whole through its file. `advance` is called with the seconds of audio done after each batch of windows."""
     hop = hop_samples(hop_s, feature_hop_length(loaded))
     starts = window_starts(len(audio), hop)
-    if isinstance(loaded, OnnxModel):
-        score = _onnx_scorer(loaded, hop)
-    else:
-        from kws.detect.window_features import checkpoint_scorer
-
-        score = checkpoint_scorer(loaded, hop, exact)
+    score = span_scorer(loaded, hop, exact=exact)
     probs = np.zeros((len(starts), len(loaded.labels)), dtype=np.float32)
     done_s = 0.0
     for first in range(0, len(starts), batch_windows):
         n = min(batch_windows, len(starts) - first)
-        probs[first : first + n] = score(_span(audio, int(starts[first]), n, hop), n)
+        probs[first : first + n] = score(window_span(audio, int(starts[first]), n, hop), n)
         if advance is not None:
             now_s = (len(audio) if first + n == len(starts) else int(starts[first]) + n * hop) / SAMPLE_RATE
             advance(now_s - done_s)
@@ -106,7 +101,20 @@ def score_audio(
     return StreamScores(times, probs, hop / SAMPLE_RATE, len(audio) / SAMPLE_RATE)
 
 
-def _span(audio: np.ndarray, begin: int, n: int, hop: int) -> np.ndarray:
+def span_scorer(
+    loaded: LoadedModel | OnnxModel, hop: int, *, exact: bool = False
+) -> Callable[[np.ndarray, int], np.ndarray]:
+    """`(span, n)` -> the probabilities `(n, n_classes)` of the `n` windows, `hop` samples apart, of a float
+    span (`window_span`): an exported file runs each window whole, a checkpoint shares one spectrogram
+    (kws.detect.window_features; torch is imported only then). Offline and live detection both use it."""
+    if isinstance(loaded, OnnxModel):
+        return _onnx_scorer(loaded, hop)
+    from kws.detect.window_features import checkpoint_scorer
+
+    return checkpoint_scorer(loaded, hop, exact)
+
+
+def window_span(audio: np.ndarray, begin: int, n: int, hop: int) -> np.ndarray:
     """The float samples of `n` windows from sample `begin` on, zeros past the recording's end: one batch
     at a time, so that memory does not grow with the recording (a memory-mapped file is read as it goes)."""
     span = np.zeros((n - 1) * hop + WINDOW_SAMPLES, dtype=np.float32)

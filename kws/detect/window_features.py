@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kws.audio import INT16_SCALE
 from kws.checkpoint import LoadedModel
 from kws.errors import KWSError
 from kws.exported import WINDOW_SAMPLES
@@ -104,16 +103,3 @@ def checkpoint_scorer(loaded: LoadedModel, hop: int, exact: bool) -> Callable[[n
             return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
     return score
-
-
-def window_probs(
-    features: WindowFeatures, model: torch.nn.Module, audio: np.ndarray, hop: int, n_windows: int
-) -> np.ndarray:
-    """int16 `audio` holding `n_windows` windows `hop` samples apart, each scored alone (its own MFCC, as
-    `kws evaluate` scores a clip) -> `(n_windows, n_classes)` probabilities. Live detection's step."""
-    device = next(model.parameters()).device
-    windows = torch.from_numpy(audio.astype(np.float32)).to(device).mul_(1.0 / INT16_SCALE)
-    with torch.inference_mode():
-        feats = features.exact(windows.unfold(0, WINDOW_SAMPLES, hop)[:n_windows])
-        lengths = torch.full((n_windows,), feats.shape[2], device=device)
-        return torch.softmax(model(feats, lengths).float(), dim=-1).cpu().numpy()

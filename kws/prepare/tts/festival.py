@@ -5,9 +5,9 @@ cmu_us_slt_arctic_hts (festvox-us-slt-hts, US female).
 Festival takes a third of a second to start, so each process that synthesizes keeps one Festival running
 (`--pipe`: Scheme commands on its stdin) and asks it for one wave file at a time; a file appears under its
 final name only once written (Festival renames it), which is what this side waits for. The Festival dies
-with its stdin: when the worker process ends, however it ends. Its folder of wave files,
-`kws-festival-<pid>-*` in the temporary directory, is removed at exit, and by the next Festival started here
-when its process was killed before it could (SIGKILL).
+with its stdin: when the worker process ends, however it ends. Its folder of wave files, `kws-festival-*` in
+the temporary directory, is removed at exit, and by the next Festival started here when its process was
+killed before it could (SIGKILL).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ DIPHONE_STRETCH = 1.1  # the diphone voices' own Duration_Stretch (their voice_*
 F0_VOICES = {"kal_diphone": (95.0, 165.0), "ked_diphone": (95.0, 165.0)}
 F0_STD_PER_HZ = 14 / 105  # the voices' own target_f0_std over target_f0_mean: the range scales with the mean
 TIMEOUT_S = 60.0
-DIR_PREFIX = "kws-festival-"  # + the owning process's pid + "-"
+DIR_PREFIX = "kws-festival-"
+LOCK_FILE = "lock"  # held (flock) by the process the folder belongs to, for its lifetime
+ORPHAN_AGE_S = 60.0
 
 
 def voices(spec: EngineSpec) -> tuple[str, ...]:
@@ -78,8 +80,12 @@ class _Festival:
     """One running Festival and the voice it has selected."""
 
     def __init__(self) -> None:
+        import fcntl
+
         remove_orphans()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
+        self.held = open(self.dir / LOCK_FILE, "w")  # noqa: SIM115  (closed in close(); the system frees it)
+        fcntl.flock(self.held, fcntl.LOCK_EX)
         self.stderr: IO[str] = open(self.dir / "stderr.txt", "w+", encoding="utf-8")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
@@ -157,28 +163,39 @@ class _Festival:
             self.proc.kill()
         self.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.held.close()
 
 
 _RUNNING: _Festival | None = None
 
 
 def remove_orphans() -> None:
-    """Remove the Festival folders in the temporary directory whose process is gone (killed by SIGKILL,
-    which skips atexit)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
-        pid = folder.name[len(DIR_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    """Remove this user's Festival folders in the temporary directory whose process is gone (killed by
+    SIGKILL, which skips atexit): a live process holds a lock on its folder's LOCK_FILE, which the system
+    releases however the process ends. A folder without one (being created, or left by an older kws) is
+    removed once it is ORPHAN_AGE_S old."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*"):
+        try:
+            if folder.stat().st_uid != os.getuid() or not _unlocked(folder):
+                continue
+        except OSError:  # gone meanwhile
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def _unlocked(folder: Path) -> bool:
+    """Whether no process holds `folder`'s lock (taking it for a moment to tell)."""
+    import fcntl
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        with open(folder / LOCK_FILE) as lock:  # not created: a folder without one is judged by age
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+    except FileNotFoundError:
+        return time.time() - folder.stat().st_mtime > ORPHAN_AGE_S
 
 
 def _festival() -> _Festival:

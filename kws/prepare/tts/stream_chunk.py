@@ -3,12 +3,13 @@
 A recording is cut into chunks of CHUNK_S seconds (the last one shorter), each rendered by one worker task
 from its own Draw, keyed on (seed, recording, chunk): the audio depends on neither the worker count nor the
 other chunks, and a longer recording only adds chunks. In a chunk, utterances follow each other with a
-pause of PAUSE_S between them (and before the first): sentences that espeak-ng speaks in the voice of any
-speaker, with the usual per-utterance jitter, and, in a keyword stream, a test speaker's keyword before the
-sentence that would end past the time the keyword is due (KEYWORD_GAP_S after the previous keyword's
-onset), so about one keyword every 5-15 s, none in the first or last KEYWORD_EDGE_S of a chunk (keywords
-of neighbouring chunks stay at least twice that apart). An utterance that would end past the chunk's end
-ends the chunk: its last seconds are a pause. Every utterance is levelled to an RMS drawn from SPEECH_DBFS.
+pause of PAUSE_S between them (and before the first): sentences said by any of the dataset's speakers (any
+engine's; espeak-ng's through SSML), with the usual per-utterance jitter, and, in a keyword stream, a test
+speaker's keyword before the sentence that would end past the time the keyword is due (KEYWORD_GAP_S after
+the previous keyword's onset), so about one keyword every 5-15 s, none in the first or last KEYWORD_EDGE_S
+of a chunk (keywords of neighbouring chunks stay at least twice that apart). An utterance that would end
+past the chunk's end ends the chunk: its last seconds are a pause. Every utterance is levelled to an RMS
+drawn from SPEECH_DBFS.
 
 A keyword is spoken as a clip would say it (the clip's voice jitter and `--style`, kws.prepare.tts.styles)
 but placed as it is, not fitted into a second. Its event spans the trimmed speech, including the trim's

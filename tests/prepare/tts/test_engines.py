@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -283,24 +284,47 @@ def test_a_festival_abort_on_a_low_slow_voice_is_said_again_at_the_voices_own_pi
     assert np.array_equal(fallback[0], own_pitch[0])
 
 
+HOLDER = """
+import fcntl, sys, tempfile, time
+from pathlib import Path
+folder = Path(tempfile.mkdtemp(prefix=sys.argv[1]))
+lock = open(folder / sys.argv[2], "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print(folder, flush=True)
+time.sleep(60)
+"""
+
+
 @needs_festival
-def test_a_killed_workers_festival_folder_is_removed_by_the_next_festival(tmp_path: Path) -> None:
-    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    orphan = Path(tempfile.mkdtemp(prefix=f"{festival.DIR_PREFIX}{worker.pid}-"))
+def test_a_killed_workers_festival_folder_is_removed_by_the_next_festival() -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, festival.DIR_PREFIX, festival.LOCK_FILE],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    orphan = Path(worker.stdout.readline().strip())
     (orphan / "1.wav").write_bytes(b"RIFF")
-    mine = Path(tempfile.mkdtemp(prefix=f"{festival.DIR_PREFIX}{os.getpid()}-"))
+    unlocked_new, unlocked_old = (Path(tempfile.mkdtemp(prefix=festival.DIR_PREFIX)) for _ in range(2))
+    old = time.time() - 2 * festival.ORPHAN_AGE_S
+    os.utime(unlocked_old, (old, old))  # left by an older kws, or whose process died before locking
     try:
         festival.remove_orphans()
-        assert orphan.is_dir()  # its worker is still running
+        assert orphan.is_dir() and unlocked_new.is_dir(), "a live process's folder, a folder being made"
+        assert not unlocked_old.exists()
         worker.kill()  # SIGKILL: no atexit
         worker.wait()
-        festival._RUNNING = None
+        festival._RUNNING = None  # the next Festival of this process sweeps when it starts
         festival.speak(a_voice(EngineSpec("festival"), voice="kal_diphone"), "go", 1.1, None)
-        assert not orphan.exists() and mine.is_dir()
-        assert festival._RUNNING is not None and festival._RUNNING.dir.is_dir()
+        assert not orphan.exists() and unlocked_new.is_dir()
+        running = festival._RUNNING
+        assert running is not None and running.dir.is_dir()
+        festival.remove_orphans()
+        assert running.dir.is_dir(), "this process's own Festival is alive"
     finally:
-        shutil.rmtree(orphan, ignore_errors=True)
-        shutil.rmtree(mine, ignore_errors=True)
+        worker.kill()
+        for folder in (orphan, unlocked_new, unlocked_old):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @needs_festival
