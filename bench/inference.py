@@ -124,7 +124,8 @@ def split_file(path: Path) -> tuple[Path, Path, str]:
     # int8: the encoder's input is quantized (QuantizeLinear -> DequantizeLinear -> Conv); that pair belongs
     # to the encoder, whose first Conv onnxruntime fuses with it into a QLinearConv
     nodes = {node.name: node for node in model.graph.node}
-    while producer.get(cut) in front and nodes[producer[cut]].op_type in ("QuantizeLinear", "DequantizeLinear"):
+    quantizing = ("QuantizeLinear", "DequantizeLinear")
+    while producer.get(cut) in front and nodes[producer[cut]].op_type in quantizing:
         cut = nodes[producer[cut]].input[0]
     named = path.with_suffix(".named.onnx")
     onnx.save(model, str(named))
