@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +29,11 @@ NOISE_DIR = "_background_noise_"
 
 def wav_frames(path: Path) -> int:
     """Number of samples of a 16 kHz mono wav, read from its header (no decoding)."""
+    return int(_wav_info(path).frames)
+
+
+def _wav_info(path: Path) -> Any:
+    """The header of a 16 kHz mono audio file (soundfile's info), or a one-line DataError."""
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:
@@ -39,7 +45,7 @@ def wav_frames(path: Path) -> int:
         )
     if info.channels != 1:
         raise DataError(f"{path} has {info.channels} channels, expected mono; convert or remove it")
-    return int(info.frames)
+    return info
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -61,12 +67,11 @@ def wav_samples(path: Path) -> np.ndarray:
     """A recording's int16 samples `(samples,)`, as `read_wav`, but a 16-bit PCM wav is memory-mapped instead
     of decoded: hours of audio cost no memory until a part is read (kws detect, stream evaluation). The file
     must not be rewritten while its samples are in use."""
-    n_samples = wav_frames(path)  # 16 kHz mono, or a one-line DataError
-    info = sf.info(str(path))
+    info = _wav_info(path)  # 16 kHz mono, or a one-line DataError
     if (info.format, info.subtype) != ("WAV", "PCM_16") or (offset := _pcm_data_offset(path)) is None:
         return read_wav(path)
     try:
-        return np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=(n_samples,))
+        return np.memmap(path, dtype="<i2", mode="r", offset=offset, shape=(int(info.frames),))
     except (ValueError, OSError):  # an empty or truncated data chunk, or a file system without mmap
         return read_wav(path)
 

@@ -77,19 +77,15 @@ class WindowFeatures:
         return crop_or_pad(feats, lengths, self.n_frames, train=False)[0]
 
 
-def inference_model(loaded: LoadedModel) -> torch.nn.Module:
-    """The model with its BatchNorms folded into the convolutions (kws.model.fold_batchnorm): a quarter
-    faster on a CPU, equal up to float rounding (bench/stream.py reports the difference)."""
-    assert isinstance(loaded.model, Classifier)
-    return fold_batchnorm(loaded.model)
-
-
 def checkpoint_scorer(loaded: LoadedModel, hop: int, exact: bool) -> Callable[[np.ndarray, int], np.ndarray]:
     """A float span holding `n` windows `hop` apart -> their probabilities, by the checkpoint's model on the
     span's one shared spectrogram (or each window alone, `exact`)."""
     features = WindowFeatures(loaded)
     device = next(loaded.model.parameters()).device
-    model = loaded.model if exact else inference_model(loaded)
+    assert isinstance(loaded.model, Classifier)
+    # BatchNorms folded into the convolutions (kws.model.fold_batchnorm): a quarter faster on a CPU, equal up
+    # to float rounding (bench/stream.py reports the difference)
+    model = loaded.model if exact else fold_batchnorm(loaded.model)
 
     def score(samples: np.ndarray, n: int) -> np.ndarray:
         span = torch.from_numpy(samples).to(device)
