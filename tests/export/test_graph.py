@@ -11,7 +11,7 @@ import torch
 
 from kws.checkpoint import LoadedModel, load_for_inference
 from kws.config import load_config
-from kws.export.frontend import ConvMFCC, _split
+from kws.export.frontend import ConvMFCC, _Layout, _split
 from kws.export.graph import WINDOW_SAMPLES, DeployedModel
 from kws.features import MFCC
 from tests.helpers import CONFIGS, SMOKE
@@ -87,6 +87,9 @@ def test_the_convolutional_mfcc_is_the_stft_mfcc(n_fft: int, hop: int, win: int)
 
 
 def test_the_two_stages_split_512_by_16_and_fall_back_to_one_dft() -> None:
-    assert _split(512, 160) == 16  # 16 x 32: a quarter of the direct DFT's multiply-adds
+    assert _split(512, 160) == 16  # 16 x 32: an eighth of the plain DFT's multiply-adds
+    assert _Layout.of(512, 16).multiply_adds() * 7 < _Layout.of(512, 1).multiply_adds()
+    # the real input's symmetry: stage A computes Q outputs per n1, not 2 Q (half the old scheme's work)
+    assert _Layout.of(512, 16).multiply_adds() == 16 * 32 * 32 + 16 * 34 * 32
     assert _split(400, 160) in (8, 16, 20, 40, 80)  # a divisor of gcd(400, 160) = 80
     assert _split(512, 125) == 1  # hop and n_fft share no factor: the plain DFT as one convolution
