@@ -8,10 +8,16 @@
    synthesizer: kws.prepare.tts.flite), beside the same keyword-free recordings.
 4. `kws evaluate` on both stream manifests: per keyword, the threshold for <= 0.5 false accepts per hour,
    and the recall there; then the flite streams through `kws detect` at the espeak-ng streams' thresholds.
+5. Thresholds held out: the espeak-ng recordings cut in two halves (every other keyword stream and every
+   other keyword-free recording), thresholds chosen by `kws evaluate` on one half and applied by `kws
+   detect` to the other, both ways; recall and false accepts per hour of the two held-out halves together.
+   Step 4 chooses and reports on the same recordings; this is what a user sees on recordings the thresholds
+   were not chosen on.
 
     python bench/detection.py                       # about 16 minutes on 2 cores
     python bench/detection.py --streams 2 --epochs 5 --root /tmp/kws_detect_small   # a quick look
     python bench/detection.py --add-engines festival --add-speakers 500   # a second engine's speakers
+    python bench/detection.py --root /tmp/kws_detect_bench --reuse        # steps 4-5 again on that run
 
 `--add-engines` adds another engine's speakers to the training data only (`kws prepare --engines E` into a
 dataset beside the first, its train manifest appended to the espeak-ng one; validation, test and streams stay
@@ -38,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kws.config import load_config  # noqa: E402
+from kws.detect.matching import MatchSummary  # noqa: E402
 from kws.manifest import read_manifest, write_manifest  # noqa: E402
 from kws.prepare.splits import SUB_WORDS  # noqa: E402
 from kws.prepare.tts.engines import EngineSpec  # noqa: E402
@@ -118,11 +125,9 @@ def summary(report_path: Path) -> dict[str, object]:
     }
 
 
-def at_thresholds(
-    checkpoint: Path, manifest: Path, thresholds: Path
-) -> dict[str, tuple[float | None, float]]:
-    """Recall and false accepts per hour per keyword (and "overall") of `kws detect --thresholds` on a
-    stream manifest: thresholds chosen on one set of voices, heard on another."""
+def at_thresholds(checkpoint: Path, manifest: Path, thresholds: Path) -> MatchSummary:
+    """Recall and false accepts per keyword of `kws detect --thresholds` on a stream manifest: thresholds
+    chosen on one set of recordings or voices, heard on another."""
     import torch
 
     from kws.checkpoint import load_for_inference
@@ -141,10 +146,29 @@ def at_thresholds(
         for s in streams
     ]
     keywords = [k for k in loaded.labels if k not in SILENT_LABELS]
-    _, summary = match_streams(streams, found, keywords)
-    out = {k: (c.recall, c.fa_per_hour) for k, c in summary.per_keyword.items()}
-    out["overall"] = (summary.overall.recall, summary.overall.fa_per_hour)
-    return out
+    return match_streams(streams, found, keywords)[1]
+
+
+def held_out(
+    checkpoint: Path, manifest: Path, folder: Path, evaluate_options: list[object]
+) -> dict[str, tuple[int, int, int, float]]:
+    """Thresholds chosen on one half of the recordings and applied to the other, both ways: per keyword
+    (and "overall") the hits, events and false accepts of both held-out halves together, and their hours.
+    Each half gets every other keyword stream and every other keyword-free recording."""
+    streams = read_stream_manifest(manifest)
+    with_events, free = [s for s in streams if s.events], [s for s in streams if not s.events]
+    halves = [folder / "half_a.json", folder / "half_b.json"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(halves):
+        write_stream_manifest(path, [*with_events[i::2], *free[i::2]])
+    totals: dict[str, tuple[int, int, int, float]] = {}
+    for choose, heard in (halves, halves[::-1]):
+        kws("evaluate", checkpoint, choose, "--out", folder / choose.stem, *evaluate_options)
+        summary = at_thresholds(checkpoint, heard, folder / choose.stem / "thresholds.json")
+        for k, c in [*summary.per_keyword.items(), ("overall", summary.overall)]:
+            h, n, fa, hours = totals.get(k, (0, 0, 0, 0.0))
+            totals[k] = (h + c.hits, n + c.n_events, fa + c.false_accepts, hours + c.hours)
+    return totals
 
 
 def percent(x: float | None) -> str:
@@ -164,6 +188,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--add-engines", help="e.g. festival: their speakers join the training data")
     parser.add_argument("--add-speakers", type=int, default=500, help="speakers of --add-engines")
+    parser.add_argument("--smooth", type=float, help="kws evaluate --smooth (default: kws's)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="evaluate the run already in --root: no prepare, no training"
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -171,18 +199,22 @@ def main() -> None:
     if args.add_engines:  # beside the espeak-ng-only run of the same --root, which it is compared with
         run_dir = args.root / f"run_{args.add_engines.replace(',', '_')}"
     dataset = data_root / NAME
-    kws("prepare", "--dataset", "tts", "--classes", "sub", "--rebalance", "--data-root", data_root,
-        "--name", NAME, "--speakers", args.speakers, "--streams", args.streams,
-        "--stream-minutes", args.stream_minutes, "--seed", args.seed, "--workers", args.workers)  # fmt: skip
-    flite_manifest = flite_streams(dataset, args)
-    train_manifest, epochs = dataset / "train_manifest.json", args.epochs
-    if args.add_engines:
-        train_manifest, epochs = with_engines(dataset, args)
-    train = ["--epochs", epochs] if epochs else []
-    kws("train", "--config", CONFIG, "--train-manifest", train_manifest,
-        "--val-manifest", dataset / "validation_manifest.json", "--run-dir", run_dir, "--seed", args.seed,
-        "--overwrite", *train)  # fmt: skip
-    kws("evaluate", run_dir / "best.pt", dataset / "test_manifest.json", dataset / MANIFEST, flite_manifest)
+    flite_manifest = dataset / "streams_flite_manifest.json"
+    if not args.reuse:
+        kws("prepare", "--dataset", "tts", "--classes", "sub", "--rebalance", "--data-root", data_root,
+            "--name", NAME, "--speakers", args.speakers, "--streams", args.streams, "--stream-minutes",
+            args.stream_minutes, "--seed", args.seed, "--workers", args.workers)  # fmt: skip
+        flite_manifest = flite_streams(dataset, args)
+        train_manifest, epochs = dataset / "train_manifest.json", args.epochs
+        if args.add_engines:
+            train_manifest, epochs = with_engines(dataset, args)
+        train = ["--epochs", epochs] if epochs else []
+        kws("train", "--config", CONFIG, "--train-manifest", train_manifest,
+            "--val-manifest", dataset / "validation_manifest.json", "--run-dir", run_dir, "--seed", args.seed,
+            "--overwrite", *train)  # fmt: skip
+    options: list[object] = ["--smooth", args.smooth] if args.smooth is not None else []
+    kws("evaluate", run_dir / "best.pt", dataset / "test_manifest.json", dataset / MANIFEST, flite_manifest,
+        *options)  # fmt: skip
     results = {
         "espeak-ng": summary(run_dir / "eval" / Path(MANIFEST).stem / "report.json"),
         "flite": summary(run_dir / "eval" / flite_manifest.stem / "report.json"),
@@ -190,6 +222,7 @@ def main() -> None:
     clips = json.loads((run_dir / "eval" / "test_manifest" / "report.json").read_text())
     espeak_thresholds = run_dir / "eval" / Path(MANIFEST).stem / "thresholds.json"
     carried = at_thresholds(run_dir / "best.pt", flite_manifest, espeak_thresholds)
+    held = held_out(run_dir / "best.pt", dataset / MANIFEST, run_dir / "eval" / "held_out", options)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     added = (
         f"; trained with {args.add_engines} speakers added ({args.add_speakers})" if args.add_engines else ""
@@ -209,11 +242,23 @@ def main() -> None:
         )
         for k, (recall, fa, thr) in r["per_keyword"].items():  # type: ignore[attr-defined]
             print(f"    {k:<8} recall {percent(recall)}  FA/h {fa:.2f}  threshold {thr:.3f}")
-    recall, fa = carried["overall"]
-    print(f"flite at the espeak-ng thresholds: overall recall {percent(recall)}, {fa:.2f} FA/h in all")
-    for k, (recall, fa) in carried.items():
+    overall = carried.overall
+    print(
+        f"flite at the espeak-ng thresholds: overall recall {percent(overall.recall)}, "
+        f"{overall.fa_per_hour:.2f} FA/h in all"
+    )
+    for k, c in carried.per_keyword.items():
+        print(f"    {k:<8} recall {percent(c.recall)}  FA/h {c.fa_per_hour:.2f}")
+    h, n, fa, hours = held["overall"]
+    print(
+        f"espeak-ng, thresholds held out (chosen for <= 0.5 FA/h on one half of the recordings, heard on the "
+        f"other, both ways): overall recall {percent(h / n if n else None)}, {fa / hours:.2f} FA/h in all, "
+        f"{sum(k != 'overall' and c[0] >= 0.95 * c[1] for k, c in held.items())} of {len(SUB_WORDS)} "
+        "keywords >= 95%"
+    )
+    for k, (h, n, fa, hours) in held.items():
         if k != "overall":
-            print(f"    {k:<8} recall {percent(recall)}  FA/h {fa:.2f}")
+            print(f"    {k:<8} recall {percent(h / n if n else None)}  FA/h {fa / hours:.2f}")
 
 
 if __name__ == "__main__":
