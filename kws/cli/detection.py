@@ -71,11 +71,21 @@ def detect(
         typer.echo(note, err=True)
     with signal_exit_code():
         if mic:
-            from kws.detect.live import LiveDetector, microphone_blocks, run_live
+            from kws.audio import SAMPLE_RATE
+            from kws.detect.live import BACKLOG_S, LiveDetector, microphone_blocks, run_live
 
             live = LiveDetector(loaded, settings)
             typer.echo("listening (Ctrl-C to stop)", err=True)
-            run_live(live, microphone_blocks(live.hop), lambda d: typer.echo(detection_line(d, live=True)))
+            run_live(
+                live,
+                microphone_blocks(live.hop),
+                lambda d: typer.echo(detection_line(d, live=True)),
+                lambda n: typer.echo(
+                    f"detection fell {BACKLOG_S:g} s behind the microphone and skipped {n / SAMPLE_RATE:.2f} "
+                    "s of audio; a larger --hop or an exported .onnx model needs less CPU",
+                    err=True,
+                ),
+            )
             return
         from kws.detect.detector import detect_files
         from kws.files import write_text_atomic

@@ -11,6 +11,7 @@ recording the two agree except where two candidates compete within one refractor
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from kws.checkpoint import LoadedModel
 
 HISTORY_S = 8.0  # window scores kept for decoding; far more than the lookahead
+BACKLOG_S = 2.0  # audio the microphone may get ahead of detection; past that its new blocks are dropped
 
 
 class LiveDetector:
@@ -69,6 +71,17 @@ class LiveDetector:
             self._score_windows()
         return self._decide(np.inf)
 
+    def skip(self, n_samples: int) -> list[Detection]:
+        """`n_samples` of audio after what was fed are lost (detection fell behind the microphone): every
+        candidate so far is decided as at the end of a recording, and what follows starts afresh, its times
+        still counted from the first sample fed."""
+        found = self._decide(np.inf)
+        self.offset += len(self.audio) + int(n_samples)
+        self.audio = np.zeros(0, dtype=np.int16)
+        self.times, self.probs = [], []
+        self.horizon_s = self.offset / SAMPLE_RATE  # every window from here on is centred after it
+        return found
+
     def _score_windows(self) -> int:
         """Score every whole window in the audio not yet scored; how many there were."""
         n_windows = (
@@ -108,13 +121,48 @@ class LiveDetector:
         return found
 
 
-def microphone_blocks(block_samples: int) -> Iterator[np.ndarray]:
-    """int16 blocks from the default input device (the optional `sounddevice` package), until Ctrl-C."""
+class Backlog:
+    """Blocks from the sound card's thread to detection, at most `max_samples` of them waiting. When detection
+    falls that far behind, new blocks are dropped instead of piling up in memory (and detections ever later
+    than the speech), and the next block is preceded by the number of samples lost: an int in the stream of
+    blocks, which `run_live` hands to `LiveDetector.skip`."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self.items: queue.Queue[np.ndarray | int] = queue.Queue()
+        self.lock = threading.Lock()
+        self.waiting = 0  # samples queued and not yet taken
+        self.lost = 0  # samples dropped since the last block queued
+
+    def put(self, block: np.ndarray) -> None:
+        """From the audio thread: never waits."""
+        with self.lock:
+            if self.waiting + len(block) > self.max_samples:
+                self.lost += len(block)
+                return
+            self.waiting += len(block)
+            if self.lost:
+                self.items.put(self.lost)
+                self.lost = 0
+            self.items.put(block)
+
+    def get(self) -> np.ndarray | int:
+        """The next block, or the number of samples dropped before it; waits for one."""
+        item = self.items.get()
+        if not isinstance(item, int):
+            with self.lock:
+                self.waiting -= len(item)
+        return item
+
+
+def microphone_blocks(block_samples: int) -> Iterator[np.ndarray | int]:
+    """int16 blocks from the default input device (the optional `sounddevice` package), until Ctrl-C; an int
+    where detection fell more than BACKLOG_S behind: the samples dropped there (Backlog)."""
     sounddevice = sounddevice_module("--mic", "pass recordings instead")
-    blocks: queue.Queue[np.ndarray] = queue.Queue()
+    backlog = Backlog(int(BACKLOG_S * SAMPLE_RATE))
 
     def callback(data: np.ndarray, frames: int, when: object, status: object) -> None:
-        blocks.put(data[:, 0].copy())
+        backlog.put(data[:, 0].copy())
 
     try:
         stream = sounddevice.InputStream(
@@ -126,14 +174,26 @@ def microphone_blocks(block_samples: int) -> Iterator[np.ndarray]:
         ) from None
     with stream:
         while True:
-            yield blocks.get()
+            yield backlog.get()
 
 
-def run_live(detector: LiveDetector, blocks: Iterator[np.ndarray], emit: Callable[[Detection], None]) -> None:
-    """Feed `blocks` to `detector`, calling `emit` for each detection as it becomes final."""
+def run_live(
+    detector: LiveDetector,
+    blocks: Iterator[np.ndarray | int],
+    emit: Callable[[Detection], None],
+    lost: Callable[[int], None] | None = None,
+) -> None:
+    """Feed `blocks` to `detector`, calling `emit` for each detection as it becomes final; an int among the
+    blocks is audio lost there (`LiveDetector.skip`), reported to `lost`."""
     try:
         for block in blocks:
-            for detection in detector.feed(block):
+            if isinstance(block, int):
+                found = detector.skip(block)
+                if lost is not None:
+                    lost(block)
+            else:
+                found = detector.feed(block)
+            for detection in found:
                 emit(detection)
     finally:
         for detection in detector.flush():

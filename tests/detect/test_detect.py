@@ -16,7 +16,7 @@ from kws.audio import SAMPLE_RATE, read_wav, wav_samples, write_wav
 from kws.checkpoint import load_for_inference
 from kws.detect.decode import smooth, smooth_windows
 from kws.detect.detector import DetectSettings, detect_audio
-from kws.detect.live import LiveDetector, run_live
+from kws.detect.live import Backlog, LiveDetector, run_live
 from kws.detect.scores import score_audio
 from tests.helpers import kws
 from tests.helpers.tone_streams import Placed, tone_stream, train_tone_detector
@@ -104,6 +104,42 @@ def test_live_detection_matches_the_offline_one(detector: tuple[Path, Path, list
         blocks = (audio[i : i + size] for i in range(0, len(audio), size))
         run_live(live, blocks, lambda d, heard=heard: heard.append((round(d.time_s, 3), d.label)))
         assert heard == offline, size
+
+
+def test_audio_lost_to_a_slow_detector_costs_only_the_keywords_in_it(
+    detector: tuple[Path, Path, list[Placed]],
+) -> None:
+    checkpoint, stream, _ = detector
+    loaded = load_for_inference(checkpoint, torch.device("cpu"))
+    audio = read_wav(stream)
+    offline = [(round(d.time_s, 3), d.label) for d in detect_audio(loaded, "mic", audio, DetectSettings())]
+    assert [label for _, label in offline] == ["up", "down", "up", "down", "down"]
+    # 13.6-16.0 s never reach the detector (the "up" at 14.7 s is in it): the microphone's Backlog reports
+    # them as an int between the blocks
+    cut, resume = int(13.6 * SAMPLE_RATE), int(16.0 * SAMPLE_RATE)
+    blocks: list[np.ndarray | int] = [audio[i : min(i + 3000, cut)] for i in range(0, cut, 3000)]
+    blocks += [resume - cut] + [audio[i : i + 3000] for i in range(resume, len(audio), 3000)]
+    heard: list[tuple[float, str]] = []
+    lost: list[int] = []
+    live = LiveDetector(loaded, DetectSettings())
+    run_live(live, iter(blocks), lambda d: heard.append((round(d.time_s, 3), d.label)), lost.append)
+    assert lost == [resume - cut]
+    # the other keywords at the offline times (counted from the first sample, the lost audio included)
+    assert heard == [d for d in offline if not 13.6 < d[0] < 16.0] and len(heard) == 4
+
+
+def test_the_microphone_backlog_drops_what_detection_cannot_take_and_says_how_much() -> None:
+    backlog = Backlog(max_samples=4000)
+    blocks = [np.full(1000, i, dtype=np.int16) for i in range(7)]
+    for block in blocks:  # nobody takes any: four fit, three are dropped
+        backlog.put(block)
+    got = [backlog.get() for _ in range(4)]
+    assert all(isinstance(g, np.ndarray) and g[0] == i for i, g in enumerate(got))
+    assert backlog.items.empty() and backlog.waiting == 0
+    backlog.put(blocks[0])  # room again: the lost samples come first, then the block
+    assert backlog.get() == 3000
+    last = backlog.get()
+    assert isinstance(last, np.ndarray) and np.array_equal(last, blocks[0])
 
 
 def test_shared_spectrogram_scores_equal_each_window_alone(detector: tuple[Path, Path, list[Placed]]) -> None:
