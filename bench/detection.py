@@ -7,12 +7,12 @@
 3. The same N keyword streams again, with every keyword said by flite's voices instead (another
    synthesizer: kws.prepare.tts.flite), beside the same keyword-free recordings.
 4. `kws evaluate` on both stream manifests: per keyword, the threshold for <= 0.5 false accepts per hour,
-   and the recall there; then the flite streams through `kws detect` at the espeak-ng streams' thresholds.
+   and the recall there; then the flite streams at the espeak-ng streams' thresholds (`--thresholds`).
 5. Thresholds held out: the espeak-ng recordings cut in two halves (every other keyword stream and every
    other keyword-free recording), thresholds chosen by `kws evaluate` on one half and applied by `kws
-   detect` to the other, both ways; recall and false accepts per hour of the two held-out halves together.
-   Step 4 chooses and reports on the same recordings; this is what a user sees on recordings the thresholds
-   were not chosen on.
+   evaluate --thresholds` to the other, both ways; recall and false accepts per hour of the two held-out
+   halves together. Step 4 chooses and reports on the same recordings; this is what a user sees on
+   recordings the thresholds were not chosen on.
 
     python bench/detection.py                       # about 16 minutes on 2 cores
     python bench/detection.py --streams 2 --epochs 5 --root /tmp/kws_detect_small   # a quick look
@@ -39,12 +39,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kws.config import load_config  # noqa: E402
-from kws.detect.matching import MatchSummary  # noqa: E402
 from kws.manifest import read_manifest, write_manifest  # noqa: E402
 from kws.prepare.splits import SUB_WORDS  # noqa: E402
 from kws.prepare.tts.engines import EngineSpec  # noqa: E402
@@ -125,28 +125,12 @@ def summary(report_path: Path) -> dict[str, object]:
     }
 
 
-def at_thresholds(checkpoint: Path, manifest: Path, thresholds: Path) -> MatchSummary:
-    """Recall and false accepts per keyword of `kws detect --thresholds` on a stream manifest: thresholds
-    chosen on one set of recordings or voices, heard on another."""
-    import torch
-
-    from kws.checkpoint import load_for_inference
-    from kws.detect.decode import SILENT_LABELS
-    from kws.detect.detector import detect_audio, resolve_settings
-    from kws.detect.matching import match_streams
-    from kws.stream_manifest import read_stream_audio
-
-    loaded = load_for_inference(checkpoint, torch.device("cpu"))
-    settings = resolve_settings(
-        thresholds_file=thresholds, threshold=None, hop_s=None, smooth_s=None, refractory_s=None
-    )
-    streams = read_stream_manifest(manifest)
-    found = [
-        detect_audio(loaded, s.audio_filepath, read_stream_audio(Path(s.audio_filepath)), settings)
-        for s in streams
-    ]
-    keywords = [k for k in loaded.labels if k not in SILENT_LABELS]
-    return match_streams(streams, found, keywords)[1]
+def at_thresholds(checkpoint: Path, manifest: Path, thresholds: Path, out: Path) -> dict[str, Any]:
+    """The report.json of `kws evaluate --thresholds` on a stream manifest: thresholds chosen on one set of
+    recordings or voices, heard on another."""
+    kws("evaluate", checkpoint, manifest, "--thresholds", thresholds, "--out", out)
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    return report
 
 
 def held_out(
@@ -164,10 +148,11 @@ def held_out(
     totals: dict[str, tuple[int, int, int, float]] = {}
     for choose, heard in (halves, halves[::-1]):
         kws("evaluate", checkpoint, choose, "--out", folder / choose.stem, *evaluate_options)
-        summary = at_thresholds(checkpoint, heard, folder / choose.stem / "thresholds.json")
-        for k, c in [*summary.per_keyword.items(), ("overall", summary.overall)]:
+        thresholds = folder / choose.stem / "thresholds.json"
+        report = at_thresholds(checkpoint, heard, thresholds, folder / f"{heard.stem}_at_{choose.stem}")
+        for k, c in [*report["per_keyword"].items(), ("overall", report["overall"])]:
             h, n, fa, hours = totals.get(k, (0, 0, 0, 0.0))
-            totals[k] = (h + c.hits, n + c.n_events, fa + c.false_accepts, hours + c.hours)
+            totals[k] = (h + c["hits"], n + c["n_events"], fa + c["false_accepts"], hours + report["hours"])
     return totals
 
 
@@ -221,7 +206,12 @@ def main() -> None:
     }
     clips = json.loads((run_dir / "eval" / "test_manifest" / "report.json").read_text())
     espeak_thresholds = run_dir / "eval" / Path(MANIFEST).stem / "thresholds.json"
-    carried = at_thresholds(run_dir / "best.pt", flite_manifest, espeak_thresholds)
+    carried = at_thresholds(
+        run_dir / "best.pt",
+        flite_manifest,
+        espeak_thresholds,
+        run_dir / "eval" / "flite_at_espeak_thresholds",
+    )
     held = held_out(run_dir / "best.pt", dataset / MANIFEST, run_dir / "eval" / "held_out", options)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     added = (
@@ -242,13 +232,13 @@ def main() -> None:
         )
         for k, (recall, fa, thr) in r["per_keyword"].items():  # type: ignore[attr-defined]
             print(f"    {k:<8} recall {percent(recall)}  FA/h {fa:.2f}  threshold {thr:.3f}")
-    overall = carried.overall
+    overall = carried["overall"]
     print(
-        f"flite at the espeak-ng thresholds: overall recall {percent(overall.recall)}, "
-        f"{overall.fa_per_hour:.2f} FA/h in all"
+        f"flite at the espeak-ng thresholds: overall recall {percent(overall['recall'])}, "
+        f"{overall['fa_per_hour']:.2f} FA/h in all"
     )
-    for k, c in carried.per_keyword.items():
-        print(f"    {k:<8} recall {percent(c.recall)}  FA/h {c.fa_per_hour:.2f}")
+    for k, c in carried["per_keyword"].items():
+        print(f"    {k:<8} recall {percent(c['recall'])}  FA/h {c['fa_per_hour']:.2f}")
     h, n, fa, hours = held["overall"]
     print(
         f"espeak-ng, thresholds held out (chosen for <= 0.5 FA/h on one half of the recordings, heard on the "

@@ -35,32 +35,72 @@ def evaluate(
     classes_map: Annotated[
         str | None, typer.Option(help="Score labels the model does not know as this class, e.g. unknown.")
     ] = None,
-    hop: Annotated[float, typer.Option(help="Streams: seconds between 1 s windows.")] = 0.2,
-    smooth: Annotated[float, typer.Option(help="Streams: seconds of score smoothing.")] = 0.3,
-    refractory: Annotated[float, typer.Option(help="Streams: seconds between two detections.")] = 1.0,
+    hop: Annotated[
+        float | None,
+        typer.Option(help="Streams: seconds between 1 s windows (default 0.2, or --thresholds')."),
+    ] = None,
+    smooth: Annotated[
+        float | None,
+        typer.Option(help="Streams: seconds of score smoothing (default 0.3, or --thresholds')."),
+    ] = None,
+    refractory: Annotated[
+        float | None,
+        typer.Option(help="Streams: seconds between two detections (default 1.0, or --thresholds')."),
+    ] = None,
     tolerance: Annotated[float, typer.Option(help="Streams: seconds a hit may lie outside its event.")] = 0.5,
     target_fa_per_hour: Annotated[
-        float, typer.Option(help="Streams: choose each keyword's threshold for this many false accepts/hour.")
-    ] = 0.5,
+        float | None,
+        typer.Option(help="Streams: choose each keyword's threshold for this many false accepts/hour (0.5)."),
+    ] = None,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            help="Streams: report at these thresholds (a thresholds.json chosen on other recordings) instead "
+            "of choosing them here; its hop, smoothing and refractory period too, unless given."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on manifests: report.json, predictions.csv, confusion.png, per_class.png; on a
     stream manifest (lines with "events"): recall, false accepts per hour, det.png and thresholds.json."""
     from rich.console import Console
 
     from kws.console import evaluation_renderables
-    from kws.detect.evaluation import StreamOptions, StreamOutcome, evaluate_manifests
+    from kws.detect.detector import resolve_settings
+    from kws.detect.evaluation import (
+        DEFAULT_TARGET_FA_PER_HOUR,
+        GivenThresholds,
+        StreamOptions,
+        StreamOutcome,
+        evaluate_manifests,
+    )
     from kws.detect.summary import stream_evaluation_renderables
 
+    if thresholds is not None and target_fa_per_hour is not None:
+        raise KWSError(
+            "--thresholds and --target-fa-per-hour both given; pass one (given thresholds are not chosen)"
+        )
+    settings = resolve_settings(
+        thresholds_file=thresholds, threshold=None, hop_s=hop, smooth_s=smooth, refractory_s=refractory
+    )
+    options = StreamOptions(
+        settings.hop_s,
+        settings.smooth_s,
+        settings.refractory_s,
+        tolerance,
+        DEFAULT_TARGET_FA_PER_HOUR if target_fa_per_hour is None else target_fa_per_hour,
+    )
+    given = None if thresholds is None else GivenThresholds(str(thresholds), dict(settings.thresholds))
     outcomes = evaluate_manifests(
         checkpoint,
         manifests,
         out=out,
         device=device,
-        options=StreamOptions(hop, smooth, refractory, tolerance, target_fa_per_hour),
+        options=options,
         batch_size=batch_size,
         top_k=top_k,
         low_confidence=low_confidence,
         classes_map=classes_map,
+        given=given,
     )
     streams = [o for o in outcomes if isinstance(o, StreamOutcome)]
     clips = [o for o in outcomes if not isinstance(o, StreamOutcome)]

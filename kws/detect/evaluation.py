@@ -31,7 +31,7 @@ from kws.detect.decode import (
 from kws.detect.matching import DEFAULT_TOLERANCE_S, match_recording, summarize
 from kws.detect.scores import feature_hop_length, hop_samples, score_audio
 from kws.detect.stream_report import MissedEvent, StreamReport, write_report_files
-from kws.detect.sweep import SWEEP_FLOOR, choose_threshold, det_curve
+from kws.detect.sweep import SWEEP_FLOOR, choose_threshold, det_curve, point_at
 from kws.errors import DataError, KWSError
 from kws.evaluate.report import LOW_CONFIDENCE
 from kws.evaluate.scoring import (
@@ -75,6 +75,15 @@ class StreamOptions:
 
     def to_json(self) -> dict[str, float]:
         return {**asdict(self), "sweep_floor": SWEEP_FLOOR}
+
+
+@dataclass(frozen=True)
+class GivenThresholds:
+    """`kws evaluate --thresholds FILE`: thresholds chosen elsewhere (another set of recordings, a shipped
+    model), reported as they are instead of chosen on this audio. A keyword missing from them never fires."""
+
+    source: str
+    thresholds: dict[str, float]
 
 
 @dataclass
@@ -160,9 +169,10 @@ def evaluate_streams(
     out_dir: Path,
     options: StreamOptions,
     streams: Sequence[Stream] | None = None,
+    given: GivenThresholds | None = None,
 ) -> StreamOutcome:
-    """Evaluate `loaded` on one stream manifest; write report.json, thresholds.json, detections.jsonl and
-    det.png to `out_dir`."""
+    """Evaluate `loaded` on one stream manifest; write report.json, thresholds.json (not with `given`
+    thresholds: they were chosen elsewhere), detections.jsonl and det.png to `out_dir`."""
     from kws.console import item_progress
 
     t0 = time.perf_counter()
@@ -182,7 +192,12 @@ def evaluate_streams(
         k: det_curve(k, [(r.stream.events, r.candidates) for r in recordings], options.tolerance_s, hours)
         for k in keywords
     }
-    points = {k: choose_threshold(curve, options.target_fa_per_hour) for k, curve in curves.items()}
+    if given is None:
+        points = {k: choose_threshold(curve, options.target_fa_per_hour) for k, curve in curves.items()}
+    else:
+        points = {
+            k: point_at(curve, given.thresholds.get(k), _given_note(k, given)) for k, curve in curves.items()
+        }
     chosen = threshold_array(labels, {k: p.threshold for k, p in points.items()}, None)
     matches = [
         match_recording(
@@ -196,7 +211,7 @@ def evaluate_streams(
     summary = summarize(matches, keywords, hours)
     for k, point in points.items():  # the curve is one keyword alone; together, suppression can shift FAs
         together = summary.per_keyword[k].fa_per_hour
-        if not point.note and together > options.target_fa_per_hour + 1e-9:
+        if given is None and not point.note and together > options.target_fa_per_hour + 1e-9:
             points[k] = replace(
                 point,
                 note=f"{together:.2f} false accepts per hour with every keyword detected together (alone: "
@@ -226,9 +241,19 @@ def evaluate_streams(
         manifest_sha256=file_sha256(manifest),
         scoring_s=scoring_s,
         kws_version=__version__,
+        thresholds_from=None if given is None else given.source,
     )
-    files = write_report_files(report, out_dir, THRESHOLDS_FILE)
+    files = write_report_files(report, out_dir, THRESHOLDS_FILE if given is None else None)
     return StreamOutcome(manifest, Path(out_dir), report, files, time.perf_counter() - t0)
+
+
+def _given_note(keyword: str, given: GivenThresholds) -> str:
+    threshold = given.thresholds.get(keyword)
+    if threshold is None:
+        return f"not in {given.source}: never fires"
+    if threshold < SWEEP_FLOOR:
+        return f"below {SWEEP_FLOOR:g}, the lowest score evaluated: counted as {SWEEP_FLOOR:g}"
+    return ""
 
 
 def evaluate_manifests(
@@ -242,10 +267,11 @@ def evaluate_manifests(
     top_k: int = DEFAULT_TOP_K,
     low_confidence: float = LOW_CONFIDENCE,
     classes_map: str | None = None,
+    given: GivenThresholds | None = None,
 ) -> list[EvalOutcome | StreamOutcome]:
     """`kws evaluate`: each manifest in its folder (kws.evaluate.scoring.out_dirs), clip manifests as
-    kws.evaluate.scoring evaluates them, stream manifests as above. Every stream manifest is read and checked
-    against the model's labels before any audio is scored."""
+    kws.evaluate.scoring evaluates them, stream manifests as above (at `given` thresholds when there are).
+    Every stream manifest is read and checked against the model's labels before any audio is scored."""
     from kws.evaluate.scoring import load_model
 
     def clips(chosen: Sequence[Path], where: Path | None) -> list[EvalOutcome]:
@@ -271,11 +297,13 @@ def evaluate_manifests(
     dirs = out_dirs(checkpoint, manifests, out)
     loaded = load_model(Path(checkpoint), device)
     hop_samples(options.hop_s, feature_hop_length(loaded))  # a --hop the features allow, up front
+    if given is not None:
+        threshold_array(loaded.labels, given.thresholds, None)  # labels the model has, up front
     streams = {i: read_streams(Path(m), loaded.labels) for i, m in enumerate(manifests) if is_stream[i]}
     outcomes: list[EvalOutcome | StreamOutcome] = []
     for i, (manifest, out_dir) in enumerate(zip(manifests, dirs, strict=True)):
         if i not in streams:  # one by one: each to the folder out_dirs gave it among all the manifests
             outcomes += clips([manifest], out_dir)
     for i, stream_list in streams.items():
-        outcomes.append(evaluate_streams(loaded, Path(manifests[i]), dirs[i], options, stream_list))
+        outcomes.append(evaluate_streams(loaded, Path(manifests[i]), dirs[i], options, stream_list, given))
     return outcomes

@@ -1,8 +1,9 @@
 """What a stream evaluation found, as data (`StreamReport`), and the writers that turn it into files.
 
-Files: report.json (kind "stream": options, hours, per-keyword and overall counts at the chosen thresholds,
-the DET curves as data, the missed events), thresholds.json (what `kws detect --thresholds` and `kws export`
-read), detections.jsonl (the final detections, each with its outcome) and det.png.
+Files: report.json (kind "stream": options, hours, per-keyword and overall counts at the chosen thresholds, or
+at the given ones of `kws evaluate --thresholds`, the DET curves as data, the missed events), thresholds.json
+(what `kws detect --thresholds` and `kws export` read; not written for given thresholds), detections.jsonl
+(the final detections, each with its outcome) and det.png.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class StreamReport:
     manifest_sha256: str = ""
     scoring_s: float = 0.0  # wall-clock seconds of running the model over the audio
     kws_version: str = __version__
+    thresholds_from: str | None = None  # `kws evaluate --thresholds FILE`: given, not chosen on this audio
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -83,23 +85,33 @@ def _curve_json(curve: DetCurve, point: OperatingPoint) -> dict[str, Any]:
         "miss_rate": None if miss is None else [round(float(x), 6) for x in miss],
         "fa_per_hour": [round(float(x), 6) for x in thin.fa_per_hour],
         "chosen": {
-            "threshold": point.threshold,
+            "threshold": _finite(point.threshold),
             "miss_rate": point.miss_rate,
             "fa_per_hour": point.fa_per_hour,
         },
     }
 
 
+def _finite(threshold: float) -> float | None:
+    """A threshold for JSON: None for a keyword that never fires (inf)."""
+    return threshold if math.isfinite(threshold) else None
+
+
 def report_to_dict(report: StreamReport) -> dict[str, Any]:
-    """The report.json object."""
+    """The report.json object. With thresholds given (`thresholds_from`), no target rate: they were chosen
+    elsewhere."""
     per_keyword = {}
     for label, counts in report.per_keyword.items():
         point = report.operating_points.get(label)
-        entry: dict[str, Any] = {"threshold": None if point is None else point.threshold, **counts.to_json()}
+        threshold = None if point is None else _finite(point.threshold)
+        entry: dict[str, Any] = {"threshold": threshold, **counts.to_json()}
         if point is not None and point.note:
             entry["note"] = point.note
         per_keyword[label] = entry
     overall = report.overall.to_json()
+    options = dict(report.options)
+    if report.thresholds_from is not None:
+        options.pop("target_fa_per_hour", None)
     return {
         "kind": KIND,
         "kws_version": report.kws_version,
@@ -107,14 +119,15 @@ def report_to_dict(report: StreamReport) -> dict[str, Any]:
         "checkpoint_step": report.checkpoint_step,
         "manifest": report.manifest,
         "manifest_sha256": report.manifest_sha256,
-        "options": report.options,
+        "options": options,
+        **({} if report.thresholds_from is None else {"thresholds_from": report.thresholds_from}),
         "labels": report.labels,
         "n_recordings": report.n_recordings,
         "hours": report.hours,
         "n_events": report.overall.n_events,
         "scoring_s": round(report.scoring_s, 3),
         "real_time_factor": round(report.real_time_factor, 1) if report.scoring_s > 0 else None,
-        "thresholds": report.thresholds,
+        "thresholds": {label: _finite(x) for label, x in report.thresholds.items()},
         "per_keyword": per_keyword,
         "overall": overall,
         "substitutions": [{"label": t, "detected": d, "count": n} for t, d, n in report.substitutions],
@@ -169,11 +182,13 @@ def plot_det(report: StreamReport, path: Path) -> None:
     ax.set_xscale("symlog", linthresh=one_fa)
     ax.set_xlim(left=0.0)
     ax.set_ylim(-0.02, 1.02)
-    ax.axvline(target, color="#555555", linestyle="--", linewidth=1, label=f"target {target:g} FA/h")
+    if report.thresholds_from is None:
+        ax.axvline(target, color="#555555", linestyle="--", linewidth=1, label=f"target {target:g} FA/h")
     ax.set_xlabel("false accepts per hour")
     ax.set_ylabel("miss rate")
+    dots = "chosen" if report.thresholds_from is None else "given"
     ax.set_title(
-        f"DET: {report.hours:.2f} h of audio, {report.overall.n_events} events (dots: chosen thresholds)"
+        f"DET: {report.hours:.2f} h of audio, {report.overall.n_events} events (dots: {dots} thresholds)"
     )
     ax.grid(True, which="both", color="#e6e6e6", linewidth=0.5)
     if drawn:
@@ -182,14 +197,17 @@ def plot_det(report: StreamReport, path: Path) -> None:
     save_figure(fig, path)
 
 
-def write_report_files(report: StreamReport, out_dir: Path, thresholds_file: str) -> list[Path]:
-    """Write report.json, `thresholds_file`, detections.jsonl and det.png into `out_dir`."""
+def write_report_files(report: StreamReport, out_dir: Path, thresholds_file: str | None) -> list[Path]:
+    """Write report.json, `thresholds_file` (None: no thresholds file), detections.jsonl and det.png into
+    `out_dir`."""
     out_dir = Path(out_dir)
-    paths = [out_dir / name for name in (REPORT_FILE, thresholds_file, DETECTIONS_FILE, DET_FILE)]
+    names = (REPORT_FILE, DETECTIONS_FILE, DET_FILE, *([thresholds_file] if thresholds_file else []))
+    paths = [out_dir / name for name in names]
     write_json_atomic(paths[0], report_to_dict(report))
-    write_json_atomic(paths[1], thresholds_to_dict(report))
-    write_detections(paths[2], report.detections)
-    plot_det(report, paths[3])
+    write_detections(paths[1], report.detections)
+    plot_det(report, paths[2])
+    if thresholds_file:
+        write_json_atomic(paths[3], thresholds_to_dict(report))
     return paths
 
 

@@ -40,14 +40,21 @@ def stream_evaluation_renderables(outcomes: Sequence[StreamOutcome]) -> list[Ren
     for o in outcomes:
         r, total = o.report, o.report.overall
         recall = "-" if total.recall is None else f"{total.recall:.2%}"
-        target = r.options["target_fa_per_hour"]
+        how = (
+            f"thresholds for {r.options['target_fa_per_hour']:g} FA/h per keyword"
+            if r.thresholds_from is None
+            else f"thresholds from {escape(r.thresholds_from)}"
+        )
         items.append(
             f"\n[bold]{escape(o.manifest.name)}[/]: recall [bold]{recall}[/] ({total.hits}/{total.n_events} "
             f"events), [bold]{total.fa_per_hour:.2f}[/] false accepts per hour ({total.false_accepts} in "
             f"{r.hours:.2f} h, {r.n_recordings} recordings), {total.substitutions} substitutions; "
-            f"thresholds for {target:g} FA/h per keyword; scored at {r.real_time_factor:,.0f}x real time"
+            f"{how}; scored at {r.real_time_factor:,.0f}x real time"
         )
-        table = Table(title="per keyword, at the chosen thresholds", title_justify="left")
+        table = Table(
+            title=f"per keyword, at the {'given' if r.thresholds_from else 'chosen'} thresholds",
+            title_justify="left",
+        )
         for name in (
             "keyword",
             "events",
@@ -61,7 +68,14 @@ def stream_evaluation_renderables(outcomes: Sequence[StreamOutcome]) -> list[Ren
             table.add_column(name, justify="left" if name == "keyword" else "right")
         for i, (label, counts) in enumerate(r.per_keyword.items()):
             point = r.operating_points.get(label)
-            threshold = "-" if point is None else f"{point.threshold:.3f}" + ("*" if point.note else "")
+            shown = (
+                "off"
+                if point is not None and point.threshold > 1
+                else f"{point.threshold:.3f}"
+                if point
+                else "-"
+            )
+            threshold = shown + ("*" if point is not None and point.note else "")
             table.add_row(*_row(label, counts, threshold), end_section=i == len(r.per_keyword) - 1)
         table.add_row(*_row("overall", total, ""), style="bold")
         items.append(table)
@@ -71,10 +85,8 @@ def stream_evaluation_renderables(outcomes: Sequence[StreamOutcome]) -> list[Ren
         for label, point in r.operating_points.items():
             if point.note:
                 items.append(Text(f"* {label}: {point.note}", style="yellow"))
-        thresholds = next((f for f in o.files if f.name.startswith("thresholds")), o.out_dir)
+        thresholds = next((f for f in o.files if f.name.startswith("thresholds")), None)
         where = escape(str(o.out_dir))
-        items.append(
-            f"report: {where} ({o.seconds:.1f} s); thresholds: {escape(str(thresholds))}; "
-            f"listen: kws listen-errors {where}"
-        )
+        written = "" if thresholds is None else f"thresholds: {escape(str(thresholds))}; "
+        items.append(f"report: {where} ({o.seconds:.1f} s); {written}listen: kws listen-errors {where}")
     return items

@@ -14,6 +14,7 @@ the curve adds up the changes. Far cheaper than matching every recording again a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -177,4 +178,18 @@ def choose_threshold(curve: DetCurve, target_fa_per_hour: float) -> OperatingPoi
         last,
         f"no threshold reaches {target_fa_per_hour:g} false accepts per hour on this audio "
         f"(the highest, {curve.thresholds[last]:.4f}, gives {fa[last]:.2f}); more audio or a better model",
+    )
+
+
+def point_at(curve: DetCurve, threshold: float | None, note: str = "") -> OperatingPoint:
+    """What a keyword's own curve says of a threshold chosen elsewhere (`kws evaluate --thresholds`): its
+    candidates at or above it. None: the keyword never fires (it is missing from the thresholds)."""
+    miss = curve.miss_rate
+    if threshold is None:
+        return OperatingPoint(curve.label, math.inf, None if miss is None else 1.0, 0.0, note)
+    at = int(np.searchsorted(curve.thresholds, threshold))
+    if at == len(curve.thresholds):  # no candidate reaches it
+        return OperatingPoint(curve.label, threshold, None if miss is None else 1.0, 0.0, note)
+    return OperatingPoint(
+        curve.label, threshold, None if miss is None else float(miss[at]), float(curve.fa_per_hour[at]), note
     )

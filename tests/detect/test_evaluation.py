@@ -103,9 +103,9 @@ def test_report_thresholds_detections_and_det(evaluated: Evaluated) -> None:
     assert report["kind"] == "stream" and report["labels"] == LABELS
     assert report["checkpoint"] == str(evaluated.checkpoint.resolve()) and report["checkpoint_step"] == 7
     assert report["manifest"] == str(evaluated.manifest.resolve())
-    assert report["options"] == {
-        "hop_s": 0.2, "smooth_s": 0.3, "refractory_s": 1.0, "tolerance_s": 0.5, "target_fa_per_hour": 300.0,
-        "sweep_floor": 0.05,
+    assert report["options"] == {  # the library's defaults where the command gave none
+        "hop_s": DEFAULT_HOP_S, "smooth_s": DEFAULT_SMOOTH_S, "refractory_s": DEFAULT_REFRACTORY_S,
+        "tolerance_s": DEFAULT_TOLERANCE_S, "target_fa_per_hour": 300.0, "sweep_floor": 0.05,
     }  # fmt: skip
     assert report["hours"] == pytest.approx(22.0 / 3600) and report["n_recordings"] == 2
     assert report["n_events"] == 3 and set(report["per_keyword"]) == {"down", "up"}
@@ -273,14 +273,65 @@ def test_bad_stream_options_are_one_line_errors(
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and option in proc.stderr, proc.stderr
 
 
-def test_cli_defaults_are_the_library_defaults() -> None:
+def test_cli_defaults_are_the_library_defaults(evaluated: Evaluated, tmp_path: Path) -> None:
     params = inspect.signature(cli.evaluate).parameters
-    names = ("hop", "smooth", "refractory", "tolerance", "target_fa_per_hour")
-    defaults = {name: params[name].default for name in names}
-    assert defaults == {
-        "hop": DEFAULT_HOP_S, "smooth": DEFAULT_SMOOTH_S, "refractory": DEFAULT_REFRACTORY_S,
-        "tolerance": DEFAULT_TOLERANCE_S, "target_fa_per_hour": DEFAULT_TARGET_FA_PER_HOUR,
+    assert params["tolerance"].default == DEFAULT_TOLERANCE_S
+    # hop, smoothing, refractory period and target: None, so that a --thresholds file's can apply; with
+    # neither, the library's defaults
+    assert all(params[name].default is None for name in ("hop", "smooth", "refractory", "target_fa_per_hour"))
+    proc = kws("evaluate", evaluated.checkpoint, evaluated.manifest, "--out", tmp_path / "e")
+    assert proc.returncode == 0, proc.stderr
+    options = json.loads((tmp_path / "e" / "report.json").read_text())["options"]
+    assert options == {
+        "hop_s": DEFAULT_HOP_S, "smooth_s": DEFAULT_SMOOTH_S, "refractory_s": DEFAULT_REFRACTORY_S,
+        "tolerance_s": DEFAULT_TOLERANCE_S, "target_fa_per_hour": DEFAULT_TARGET_FA_PER_HOUR,
+        "sweep_floor": 0.05,
     }  # fmt: skip
+
+
+def test_thresholds_chosen_elsewhere_are_reported_as_they_are(evaluated: Evaluated, tmp_path: Path) -> None:
+    chosen = json.loads((evaluated.out_dir / "thresholds.json").read_text())
+    given = tmp_path / "given.json"  # "up" as chosen on streams.json, "down" left out: it never fires
+    given.write_text(
+        json.dumps({**chosen, "thresholds": {"up": chosen["thresholds"]["up"]}, "smooth_s": 0.0})
+    )
+    out = tmp_path / "held_out"
+    proc = kws("evaluate", evaluated.checkpoint, evaluated.manifest, "--thresholds", given, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["thresholds_from"] == str(given)
+    assert report["thresholds"] == {"down": None, "up": chosen["thresholds"]["up"]}
+    assert report["options"] == {  # the file's smoothing; no target: nothing was chosen here
+        "hop_s": 0.2, "smooth_s": 0.0, "refractory_s": 1.0, "tolerance_s": 0.5, "sweep_floor": 0.05,
+    }  # fmt: skip
+    down = report["per_keyword"]["down"]
+    assert down["threshold"] is None and down["hits"] == 0 and down["false_accepts"] == 0
+    assert down["note"] == f"not in {given}: never fires"
+    assert not (out / "thresholds.json").exists()  # `kws export` finds only thresholds chosen on their audio
+    assert_png(out / "det.png")
+    assert f"thresholds from {given}" in proc.stdout and "at the given thresholds" in proc.stdout
+    assert re.search(r"down .* off\*", proc.stdout)
+
+    # what is counted is what `kws detect` finds with the same file
+    found = tmp_path / "found.jsonl"
+    wavs = [s.audio_filepath for s in evaluated.streams]
+    proc = kws("detect", evaluated.checkpoint, *wavs, "--thresholds", given, "--out", found)
+    assert proc.returncode == 0, proc.stderr
+    keys = ("audio_filepath", "time_s", "label", "score")
+    detected = [tuple(d[k] for k in keys) for d in read_jsonl(found)]
+    assert [tuple(d[k] for k in keys) for d in read_jsonl(out / "detections.jsonl")] == detected
+    up = report["per_keyword"]["up"]
+    assert up["hits"] + up["false_accepts"] == len(detected) and all(d[2] == "up" for d in detected)
+
+    # a given option beats the file's; a target cannot be met by thresholds that are given
+    proc = kws("evaluate", evaluated.checkpoint, evaluated.manifest, "--thresholds", given, "--smooth", "0.6",
+               "--out", tmp_path / "smoothed")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "smoothed" / "report.json").read_text())["options"]["smooth_s"] == 0.6
+    proc = kws("evaluate", evaluated.checkpoint, evaluated.manifest, "--thresholds", given,
+               "--target-fa-per-hour", "1", "--out", tmp_path / "both")  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "--thresholds and --target-fa-per-hour both given" in proc.stderr
 
 
 JS_CHECKS = (
