@@ -251,7 +251,7 @@ def _given_note(keyword: str, given: GivenThresholds) -> str:
     threshold = given.thresholds.get(keyword)
     if threshold is None:
         return f"not in {given.source}: never fires"
-    if threshold < SWEEP_FLOOR:
+    if threshold <= SWEEP_FLOOR:  # peaks are kept above the floor only
         return f"below {SWEEP_FLOOR:g}, the lowest score evaluated: counted as {SWEEP_FLOOR:g}"
     return ""
 
@@ -292,6 +292,11 @@ def evaluate_manifests(
         check_manifest_path(manifest)
     is_stream = [is_stream_manifest(Path(m)) for m in manifests]
     if not any(is_stream):
+        if given is not None:
+            raise KWSError(
+                "--thresholds applies to stream manifests (lines with events), and none was given; "
+                "pass one, or leave --thresholds out"
+            )
         return list(clips(manifests, out))
     options.check()
     dirs = out_dirs(checkpoint, manifests, out)

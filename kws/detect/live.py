@@ -72,11 +72,12 @@ class LiveDetector:
         return self._decide(np.inf)
 
     def skip(self, n_samples: int) -> list[Detection]:
-        """`n_samples` of audio after what was fed are lost (detection fell behind the microphone): every
-        candidate so far is decided as at the end of a recording, and what follows starts afresh, its times
+        """`n_samples` of audio after what was fed are lost (detection fell behind the microphone): what was
+        fed is finished as at the end of a recording (`flush`), and what follows starts afresh, its times
         still counted from the first sample fed."""
-        found = self._decide(np.inf)
-        self.offset += len(self.audio) + int(n_samples)
+        end = self.offset + len(self.audio)  # the first sample not fed
+        found = self.flush()
+        self.offset = end + int(n_samples)
         self.audio = np.zeros(0, dtype=np.int16)
         self.times, self.probs = [], []
         self.horizon_s = self.offset / SAMPLE_RATE  # every window from here on is centred after it
@@ -124,8 +125,9 @@ class LiveDetector:
 class Backlog:
     """Blocks from the sound card's thread to detection, at most `max_samples` of them waiting. When detection
     falls that far behind, new blocks are dropped instead of piling up in memory (and detections ever later
-    than the speech), and the next block is preceded by the number of samples lost: an int in the stream of
-    blocks, which `run_live` hands to `LiveDetector.skip`."""
+    than the speech) until it has taken every block waiting, so that each such episode is one stretch of lost
+    audio; the next block is preceded by the number of samples lost: an int in the stream of blocks, which
+    `run_live` hands to `LiveDetector.skip`."""
 
     def __init__(self, max_samples: int) -> None:
         self.max_samples = max_samples
@@ -137,7 +139,7 @@ class Backlog:
     def put(self, block: np.ndarray) -> None:
         """From the audio thread: never waits."""
         with self.lock:
-            if self.waiting + len(block) > self.max_samples:
+            if (self.lost and self.waiting) or self.waiting + len(block) > self.max_samples:
                 self.lost += len(block)
                 return
             self.waiting += len(block)

@@ -117,7 +117,11 @@ def _summary(errors: StreamErrors, n_cards: int, sort: str) -> str:
         ("false accepts", f"{overall['false_accepts']} ({overall['fa_per_hour']:.2f} per hour)"),
         ("substitutions", str(overall["substitutions"])),
         ("audio", f"{s['hours']:.2f} h in {s['n_recordings']} recordings"),
-        ("target", f"{options['target_fa_per_hour']:g} false accepts per hour per keyword"),
+        (
+            ("thresholds", f"given: {s['thresholds_from']}")
+            if "thresholds_from" in s
+            else ("target", f"{options['target_fa_per_hour']:g} false accepts per hour per keyword")
+        ),
         ("errors", f"{len(errors.false_accepts)} false accepts, {len(errors.missed)} misses "
                    f"({n_cards} on this page, {sort} order)"),
         ("checkpoint", str(s.get("checkpoint", ""))),
@@ -131,7 +135,7 @@ def _summary(errors: StreamErrors, n_cards: int, sort: str) -> str:
             "-" if k["recall"] is None else f"{k['recall']:.1%}",
             str(k["false_accepts"]),
             f"{k['fa_per_hour']:.2f}",
-            f"{k['threshold']:.3f}",
+            "off" if k["threshold"] is None else f"{k['threshold']:.3f}",  # None: never fires
         )
         for label, k in s["per_keyword"].items()
     ]

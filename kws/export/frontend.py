@@ -11,14 +11,14 @@ window and the twiddle factors:
 
 With the signal viewed as rows of P samples, frame t is Q consecutive rows starting at row t hop / P, so
 stage A is one convolution (P groups, kernel Q, stride hop / P) over those rows. The input is real, so
-Y[n1, Q - k2] is the conjugate of Y[n1, k2]: stage A computes only k2 = 0 .. Q / 2 (Q outputs per n1
-instead of 2 Q, half the multiply-adds), and stage B's group g reads Y[., g] once for the bins of both k2 = g
-and k2 = Q - g (group 0: k2 = 0 and Q / 2, both real). Stage B keeps only the bins of the one-sided spectrum,
-its outputs are a group's real parts then its imaginary parts, so the power is one square and one sum, and
-the mel filterbank's rows are put in the order the bins come out in, so nothing is transposed after stage
-B. P is the divisor of gcd(n_fft, hop) with the fewest multiply-adds (P = 1 is the plain DFT as one
-convolution); 512/160 gives P = 16, Q = 32, an eighth of the plain DFT's work. The result equals
-`MFCC._mfcc` up to float32 rounding (tests/export).
+Y[n1, Q - k2] is the conjugate of Y[n1, k2]: stage A computes only k2 = 0 .. Q / 2 (Q outputs per n1,
+Q + 1 for an odd Q, instead of 2 Q: half the multiply-adds), and stage B's group g reads Y[., g] once for
+the bins of both k2 = g and k2 = Q - g (group 0: k2 = 0 and Q / 2, both real). Stage B keeps only the bins
+of the one-sided spectrum, its outputs are a group's real parts then its imaginary parts, so the power is
+one square and one sum, and the mel filterbank's rows are put in the order the bins come out in, so nothing
+is transposed after stage B. P is the divisor of gcd(n_fft, hop) with the fewest multiply-adds (P = 1 is
+the plain DFT as one convolution); 512/160 gives P = 16, Q = 32, an eighth of the plain DFT's work. The
+result equals `MFCC._mfcc` up to float32 rounding (tests/export).
 """
 
 from __future__ import annotations

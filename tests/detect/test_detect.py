@@ -133,13 +133,17 @@ def test_the_microphone_backlog_drops_what_detection_cannot_take_and_says_how_mu
     blocks = [np.full(1000, i, dtype=np.int16) for i in range(7)]
     for block in blocks:  # nobody takes any: four fit, three are dropped
         backlog.put(block)
-    got = [backlog.get() for _ in range(4)]
+    got = [backlog.get()]
+    backlog.put(blocks[0])  # room for it, but the backlog is not taken yet: one stretch of lost audio
+    got += [backlog.get() for _ in range(3)]
     assert all(isinstance(g, np.ndarray) and g[0] == i for i, g in enumerate(got))
     assert backlog.items.empty() and backlog.waiting == 0
-    backlog.put(blocks[0])  # room again: the lost samples come first, then the block
-    assert backlog.get() == 3000
+    backlog.put(blocks[0])  # all taken: the lost samples come first, then the block
+    assert backlog.get() == 4000
     last = backlog.get()
     assert isinstance(last, np.ndarray) and np.array_equal(last, blocks[0])
+    backlog.put(blocks[1])  # and no more ints while detection keeps up
+    assert isinstance(backlog.get(), np.ndarray) and backlog.items.empty()
 
 
 def test_shared_spectrogram_scores_equal_each_window_alone(detector: tuple[Path, Path, list[Placed]]) -> None:

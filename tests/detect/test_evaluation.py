@@ -332,6 +332,17 @@ def test_thresholds_chosen_elsewhere_are_reported_as_they_are(evaluated: Evaluat
                "--target-fa-per-hour", "1", "--out", tmp_path / "both")  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "--thresholds and --target-fa-per-hour both given" in proc.stderr
+    proc = kws(
+        "evaluate", evaluated.checkpoint, evaluated.clips, "--thresholds", given, "--out", tmp_path / "c"
+    )
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "--thresholds applies to stream manifests" in proc.stderr
+
+    # the page of errors of that evaluation says where its thresholds came from
+    proc = kws("listen-errors", out)
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "errors.html").read_text()
+    assert f"given: {given}" in page and "off" in page
 
 
 JS_CHECKS = (
