@@ -20,12 +20,14 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     compile: bool = False
     label_smoothing: float = 0.0  # the recipe's loss is plain cross-entropy
+    ema_decay: float = 0.0  # > 0: validate and save a moving average of the weights (kws.train.averaging)
 
     def check(self, key: str) -> None:
         at_least(f"{key}.epochs", self.epochs, 1)
         require(
             0.0 <= self.label_smoothing < 1.0, f"{key}.label_smoothing", "in [0, 1)", self.label_smoothing
         )
+        require(0.0 <= self.ema_decay < 1.0, f"{key}.ema_decay", "in [0, 1) (0: off)", self.ema_decay)
         if self.max_steps is not None:
             require(self.max_steps >= 1, f"{key}.max_steps", ">= 1 (or null: no limit)", self.max_steps)
         at_least(f"{key}.batch_size", self.batch_size, 1)

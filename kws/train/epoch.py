@@ -23,6 +23,7 @@ from kws.data import ClipSet, StepGenerator, clips_in_step, epoch_order
 from kws.errors import TrainingError
 from kws.interrupt import Interrupted, InterruptFlag
 from kws.train import distributed
+from kws.train.averaging import WeightAverage
 from kws.train.resume import LoopState, checkpoint_state
 from kws.train.rundir import BEST, CURVES_FILE, LAST, MetricsLog, write_curves
 from kws.train.step import TrainInputs, train_step
@@ -65,6 +66,7 @@ class Run:
         -CHECKPOINT_EVERY_STEPS
     )  # the step of the last epoch-end last.pt (the first always writes)
     clips_done: int = 0  # over all ranks, by this process since it started
+    average: WeightAverage | None = None  # trainer.ema_decay > 0: validated and saved instead of `model`
 
     def __post_init__(self) -> None:
         self.interval_loss = torch.full((), self.st.interval_loss, device=self.device)
@@ -121,6 +123,8 @@ def train_epoch(
             label_smoothing=tc.label_smoothing,
             mixup_alpha=run.cfg.augment.mixup_alpha,
         )
+        if run.average is not None:
+            run.average.update(run.model)
         run.interval_loss += loss
         run.bad_step.masked_fill_((run.bad_step < 0) & ~loss.isfinite(), st.step + 1)
         step_clips = sizes[st.batch]
@@ -202,9 +206,8 @@ def validate_and_save(run: Run) -> dict[str, dict[str, float]]:
     """Validate on every validation set, log it, and write best.pt when the first set's accuracy improved."""
     tc, st = run.cfg.trainer, run.st
     features = run.inputs.features
-    results = {
-        n: validate(run.model, features, s, tc.batch_size, run.precision) for n, s in run.val_sets.items()
-    }
+    model = run.model if run.average is None else run.average.model
+    results = {n: validate(model, features, s, tc.batch_size, run.precision) for n, s in run.val_sets.items()}
     if results:
         run.log.write({"kind": "val", "step": st.step, "epoch": st.epoch, "val": results})
         accuracy = next(iter(results.values()))["accuracy"]
@@ -237,6 +240,7 @@ def write_checkpoints(run: Run, names: tuple[str, ...]) -> None:
         run.world,
         run.device,
         init=run.init,
+        average=None if run.average is None else run.average.model,
     )
     for name in names:
         save_checkpoint(run.run_dir / name, state)

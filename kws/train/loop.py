@@ -30,9 +30,10 @@ from kws.manifest import read_manifest, training_labels
 from kws.model import build_model
 from kws.optim import build_optimizer, build_scheduler
 from kws.train import distributed
+from kws.train.averaging import WeightAverage
 from kws.train.device import pick_device, pick_precision, set_cpu_threads
 from kws.train.epoch import Run, end_epoch, say, train_epoch
-from kws.train.resume import LoopState, read_last, restore
+from kws.train.resume import LoopState, read_last, restore, restore_average
 from kws.train.rundir import BEST, CACHE_DIR, LAST, MetricsLog, check_run_dir, start_run_dir
 from kws.train.step import TrainInputs, train_step
 from kws.train.validation import set_names
@@ -158,6 +159,9 @@ def _train(
     if saved is not None:
         st = restore(saved, run_dir / LAST, model, optimizer, scheduler, scaler, device)
         say(main, f"resuming {run_dir / LAST} at step {st.step} (epoch {st.epoch + 1}, batch {st.batch})")
+    average = WeightAverage(model, tc.ema_decay) if tc.ema_decay > 0 else None
+    if average is not None and saved is not None:
+        restore_average(saved, run_dir / LAST, average.model)
     compiled: nn.Module = torch.compile(model) if tc.compile else model  # type: ignore[assignment]
 
     distributed.run_where(main, partial(start_run_dir, run_dir, config, overwrite=overwrite))
@@ -181,6 +185,7 @@ def _train(
         log=MetricsLog(run_dir, st.step if resume else None, enabled=main),
         display=TrainDisplay(main),
         init=init,
+        average=average,
     )
 
     train_s, last_val = 0.0, {}

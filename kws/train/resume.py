@@ -47,11 +47,17 @@ def checkpoint_state(
     world: int,
     device: torch.device | None = None,
     init: dict[str, Any] | None = None,
+    average: nn.Module | None = None,
 ) -> dict[str, Any]:
+    """A checkpoint's contents. With a weight average (trainer.ema_decay), `model` holds the average (what
+    inference and fine-tuning load) and `train_model` the weights being trained (what --resume continues)."""
+    weights = {"model": model.state_dict()}
+    if average is not None:
+        weights = {"model": average.state_dict(), "train_model": model.state_dict()}
     return {
         "config": config_to_dict(cfg),
         "labels": labels,
-        "model": model.state_dict(),
+        **weights,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -103,9 +109,9 @@ def read_last(path: Path, cfg: Config, labels: list[str], world: int = 1) -> dic
     return state
 
 
-def _load_model(model: nn.Module, state: dict[str, Any], path: Path) -> None:
+def _load_model(model: nn.Module, state: dict[str, Any], path: Path, key: str = "model") -> None:
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state[key])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"{path} does not fit this config ({_first_line(exc)}); resume with the run's config"
@@ -131,7 +137,7 @@ def restore(
     """Load `state` (what `read_last` read from `path`) into the training objects; returns the loop state to
     continue from."""
     fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    _load_model(model, state, path)
+    _load_model(model, state, path, "train_model" if "train_model" in state else "model")
     try:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -151,3 +157,10 @@ def restore(
         scheduler.step()  # sets the learning rate of step `st.step`
     set_rng_state(state["rng"], device)
     return st
+
+
+def restore_average(state: dict[str, Any], path: Path, average: nn.Module) -> None:
+    """The weight average of `state` into `average`, when the run had one (else it starts from the weights
+    just restored)."""
+    if "train_model" in state:
+        _load_model(average, state, path)

@@ -212,6 +212,44 @@ def test_resume_after_interrupt_repeats_a_straight_run_exactly(data: dict[str, P
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_weight_average_is_validated_saved_and_resumed_exactly_without_changing_training(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    cfg = smoke_config(data, cache, "trainer.val_every_n_steps=4", "trainer.ema_decay=0.9", epochs=2)
+    train(smoke_config(data, cache, "trainer.val_every_n_steps=4", epochs=2), tmp_path / "plain")
+    train(cfg, tmp_path / "straight")
+
+    def interrupt_at_step_8(step: int) -> None:
+        if step == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", on_step=interrupt_at_step_8)
+    train(cfg, tmp_path / "resumed", resume=True)
+
+    plain, straight, resumed = (
+        torch.load(tmp_path / name / "last.pt", weights_only=True)
+        for name in ("plain", "straight", "resumed")
+    )
+    # the weights trained are the plain run's: the average only watches
+    assert "train_model" not in plain
+    assert all(torch.equal(plain["model"][k], straight["train_model"][k]) for k in plain["model"])
+    # what is saved as `model` (and loaded by evaluate, export, fine-tuning) is the average, not them
+    weights = [k for k in straight["model"] if straight["model"][k].is_floating_point()]
+    assert any(not torch.equal(straight["model"][k], straight["train_model"][k]) for k in weights)
+    for key in ("model", "train_model"):  # --resume continues both exactly
+        assert all(torch.equal(straight[key][k], resumed[key][k]) for k in straight[key])
+    # validation is the average's: other figures than the plain run's, the same after a resume
+    assert records(tmp_path / "straight", "val") == records(tmp_path / "resumed", "val")
+    assert records(tmp_path / "straight", "val") != records(tmp_path / "plain", "val")
+    losses = [
+        [(r["step"], r["loss"], r["lr"]) for r in records(tmp_path / n, "step")]
+        for n in ("straight", "plain")
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 12
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
     cfg = smoke_config(data, "data.cache_dir=" + str(tmp_path / "cache"), max_steps=6)
     train(cfg, tmp_path / "run")
