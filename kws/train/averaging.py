@@ -4,7 +4,9 @@ After every step each parameter of the average moves a fraction 1 - decay toward
 `lerp` over all of them, on the training device: no host synchronisation), and the BatchNorm statistics are
 copied. Validation, best.pt's choice and the checkpoints' `model` are the average's, so `kws evaluate`,
 `kws export` and fine-tuning use it unchanged; the weights being trained are kept as `train_model` for an
-exact `--resume`. With decay 0 (the default, the recipe) there is no average.
+exact `--resume`. With decay 0 (the default, the recipe) there is no average. The average starts from the
+initial weights, which keep a share decay ** step of it: choose a decay whose horizon, 1 / (1 - decay)
+steps, is well below the run's length.
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the average towards `model`'s weights after an optimizer step."""
-        averaged: list[torch.Tensor] = [p for p in self.model.parameters() if p.is_floating_point()]
-        current = [p.detach() for p in model.parameters() if p.is_floating_point()]
-        torch._foreach_lerp_(averaged, current, 1.0 - self.decay)
-        for mine, theirs in zip(self.model.buffers(), model.buffers(), strict=True):
-            mine.copy_(theirs)
+        """Move the average towards `model`'s weights after an optimizer step; copy everything else."""
+        pairs = list(zip(self.model.parameters(), model.parameters(), strict=True))
+        floats: list[tuple[torch.Tensor, torch.Tensor]] = [
+            (a, p.detach()) for a, p in pairs if p.is_floating_point()
+        ]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [p for _, p in floats], 1.0 - self.decay)
+        copied: list[tuple[torch.Tensor, torch.Tensor]] = [
+            (a, p.detach()) for a, p in pairs if not p.is_floating_point()
+        ]
+        copied += zip(self.model.buffers(), model.buffers(), strict=True)
+        if copied:
+            torch._foreach_copy_([a for a, _ in copied], [b for _, b in copied])

@@ -105,7 +105,8 @@ def read_last(path: Path, cfg: Config, labels: list[str], world: int = 1) -> dic
             )
     with torch.device("meta"), warnings.catch_warnings():  # shapes only: no memory, no initialisation
         warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op"
-        _load_model(build_model(cfg.model, cfg.features.n_mfcc, len(labels)), state, path)
+        for key in ("model", "train_model")[: 1 + ("train_model" in state)]:
+            _load_model(build_model(cfg.model, cfg.features.n_mfcc, len(labels)), state, path, key)
     return state
 
 
