@@ -84,6 +84,7 @@ class GivenThresholds:
 
     source: str
     thresholds: dict[str, float]
+    note: str = ""  # when the file says it was chosen for another checkpoint (kws.detect.detector)
 
 
 @dataclass
@@ -242,6 +243,7 @@ def evaluate_streams(
         scoring_s=scoring_s,
         kws_version=__version__,
         thresholds_from=None if given is None else given.source,
+        note="" if given is None else given.note,
     )
     files = write_report_files(report, out_dir, THRESHOLDS_FILE if given is None else None)
     return StreamOutcome(manifest, Path(out_dir), report, files, time.perf_counter() - t0)
@@ -303,7 +305,10 @@ def evaluate_manifests(
     loaded = load_model(Path(checkpoint), device)
     hop_samples(options.hop_s, feature_hop_length(loaded))  # a --hop the features allow, up front
     if given is not None:
+        from kws.detect.detector import foreign_thresholds
+
         threshold_array(loaded.labels, given.thresholds, None)  # labels the model has, up front
+        given = replace(given, note=foreign_thresholds(Path(given.source), loaded) or "")
     streams = {i: read_streams(Path(m), loaded.labels) for i, m in enumerate(manifests) if is_stream[i]}
     outcomes: list[EvalOutcome | StreamOutcome] = []
     for i, (manifest, out_dir) in enumerate(zip(manifests, dirs, strict=True)):

@@ -67,6 +67,7 @@ class StreamReport:
     scoring_s: float = 0.0  # wall-clock seconds of running the model over the audio
     kws_version: str = __version__
     thresholds_from: str | None = None  # `kws evaluate --thresholds FILE`: given, not chosen on this audio
+    note: str = ""  # e.g. given thresholds chosen for another checkpoint
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -121,6 +122,7 @@ def report_to_dict(report: StreamReport) -> dict[str, Any]:
         "manifest_sha256": report.manifest_sha256,
         "options": options,
         **({} if report.thresholds_from is None else {"thresholds_from": report.thresholds_from}),
+        **({"note": report.note} if report.note else {}),
         "labels": report.labels,
         "n_recordings": report.n_recordings,
         "hours": report.hours,

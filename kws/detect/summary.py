@@ -82,6 +82,8 @@ def stream_evaluation_renderables(outcomes: Sequence[StreamOutcome]) -> list[Ren
         if r.substitutions:
             pairs = ", ".join(f"{t} -> {d} {n}" for t, d, n in r.substitutions[:N_PAIRS_SHOWN])
             items.append(Text(f"substitutions (event -> detected): {pairs}"))
+        if r.note:
+            items.append(Text(r.note, style="yellow"))
         for label, point in r.operating_points.items():
             if point.note:
                 items.append(Text(f"* {label}: {point.note}", style="yellow"))

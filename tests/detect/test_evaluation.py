@@ -323,6 +323,24 @@ def test_thresholds_chosen_elsewhere_are_reported_as_they_are(evaluated: Evaluat
     up = report["per_keyword"]["up"]
     assert up["hits"] + up["false_accepts"] == len(detected) and all(d[2] == "up" for d in detected)
 
+    assert "note" not in report and "chosen for another checkpoint" not in proc.stdout
+
+    # thresholds chosen for another model: the same figures, and the note `kws detect` prints
+    other = tmp_path / "other.json"
+    other.write_text(
+        json.dumps({**json.loads(given.read_text()), "checkpoint": "old.pt", "checkpoint_sha256": "0" * 64})
+    )
+    proc = kws(
+        "evaluate", evaluated.checkpoint, evaluated.manifest, "--thresholds", other, "--out", tmp_path / "o"
+    )
+    assert proc.returncode == 0, proc.stderr
+    noted = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert noted["note"].startswith(
+        f"note: the thresholds in {other} were chosen for another checkpoint (old.pt)"
+    )
+    assert noted["overall"] == report["overall"]
+    assert "chosen for another checkpoint (old.pt)" in " ".join(proc.stdout.split())  # wrapped by rich
+
     # a given option beats the file's; a target cannot be met by thresholds that are given
     proc = kws("evaluate", evaluated.checkpoint, evaluated.manifest, "--thresholds", given, "--smooth", "0.6",
                "--out", tmp_path / "smoothed")  # fmt: skip
