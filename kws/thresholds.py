@@ -24,6 +24,12 @@ DEFAULT_THRESHOLD = 0.8
 TIMING_KEYS = ("hop_s", "smooth_s", "refractory_s")
 
 
+def threshold_text(threshold: float | None, spec: str = ".3f") -> str:
+    """A keyword's threshold as the printouts and pages show it: "off" for one that never fires (None in a
+    report's JSON, above 1 in memory)."""
+    return "off" if threshold is None or threshold > 1 else format(threshold, spec)
+
+
 def read_thresholds(path: Path) -> dict[str, Any]:
     """A thresholds.json: `{"thresholds": {label: x}, "hop_s": .., "smooth_s": .., "refractory_s": ..}`."""
     text = read_text(

@@ -38,6 +38,7 @@ def detect(
 ) -> None:
     """Find keywords in recordings (or live from the microphone): time, label and score of each detection."""
     from kws.detect.detector import foreign_thresholds, keyword_thresholds, resolve_settings
+    from kws.thresholds import threshold_text
 
     if bool(audio) == mic:
         raise KWSError("pass recordings to scan or --mic, not both and not neither; see `kws detect --help`")
@@ -63,7 +64,7 @@ def detect(
     chosen = keyword_thresholds(loaded.labels, settings)
     typer.echo(
         f"thresholds ({settings.source}): "
-        + ", ".join(f"{k} {v:g}" if v <= 1 else f"{k} off" for k, v in chosen.items()),
+        + ", ".join(f"{k} {threshold_text(v, 'g')}" for k, v in chosen.items()),
         err=True,
     )
     note = foreign_thresholds(thresholds, loaded) if thresholds is not None else None

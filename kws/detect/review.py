@@ -20,6 +20,7 @@ from kws.evaluate.listen import DEFAULT_TOP, ERRORS_PAGE, SORTS
 from kws.evaluate.page import ClipPicture, PageResult, StreamCard, document, stream_card
 from kws.files import write_text_atomic
 from kws.stream_manifest import read_stream_audio
+from kws.thresholds import threshold_text
 
 CONTEXT_S = 1.5  # seconds of audio shown either side of a detection, or of a missed event
 NO_EVENT, MISSED = "none", "missed"
@@ -135,7 +136,7 @@ def _summary(errors: StreamErrors, n_cards: int, sort: str) -> str:
             "-" if k["recall"] is None else f"{k['recall']:.1%}",
             str(k["false_accepts"]),
             f"{k['fa_per_hour']:.2f}",
-            "off" if k["threshold"] is None else f"{k['threshold']:.3f}",  # None: never fires
+            threshold_text(k["threshold"]),
         )
         for label, k in s["per_keyword"].items()
     ]

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kws.detect.matching import Counts
+from kws.thresholds import threshold_text
 
 if TYPE_CHECKING:
     from kws.detect.evaluation import StreamOutcome
@@ -68,14 +69,9 @@ def stream_evaluation_renderables(outcomes: Sequence[StreamOutcome]) -> list[Ren
             table.add_column(name, justify="left" if name == "keyword" else "right")
         for i, (label, counts) in enumerate(r.per_keyword.items()):
             point = r.operating_points.get(label)
-            shown = (
-                "off"
-                if point is not None and point.threshold > 1
-                else f"{point.threshold:.3f}"
-                if point
-                else "-"
+            threshold = (
+                "-" if point is None else threshold_text(point.threshold) + ("*" if point.note else "")
             )
-            threshold = shown + ("*" if point is not None and point.note else "")
             table.add_row(*_row(label, counts, threshold), end_section=i == len(r.per_keyword) - 1)
         table.add_row(*_row("overall", total, ""), style="bold")
         items.append(table)
